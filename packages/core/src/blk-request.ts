@@ -187,15 +187,15 @@ function scatter(
 
 /**
  * Parse `chain` into `req`. Throws BlkProtocolError when the chain cannot
- * carry a request (the device then needs a reset).
+ * carry a request (the device then needs a reset). Returns true when the
+ * request needs the engine (req.action === BlkAction.IO).
  */
-/** Returns true when the request needs the engine (req.action === BlkAction.IO). */
 export function parseBlkRequest(
   chain: DescriptorChain,
   mem: GuestMemory,
   p: BlkParams,
   req: BlkRequest,
-): void {
+): boolean {
   const count = chain.count;
   const readable = chain.readable;
   if (chain.readableBytes < BLK_OUTHDR_SIZE)
