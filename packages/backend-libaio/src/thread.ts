@@ -1,0 +1,20 @@
+import { requireNative } from "./native.js";
+
+/**
+ * Pin the calling thread to these CPUs. Uses sched_setaffinity(0, ...), which
+ * acts on the calling thread only, so it pins a worker_thread when called
+ * inside it.
+ */
+export function setThreadAffinity(cpus: number[]): void {
+  requireNative("setThreadAffinity").setThreadAffinity(cpus);
+}
+
+/** CPUs the calling thread may run on. */
+export function getThreadAffinity(): number[] {
+  return requireNative("getThreadAffinity").getThreadAffinity();
+}
+
+/** Kernel thread id of the calling thread (differs per worker_thread). */
+export function gettid(): number {
+  return requireNative("gettid").gettid();
+}
