@@ -1,0 +1,12 @@
+// Real-guest tests: a Linux guest under QEMU uses a virtio-blk disk served by each
+// backend. Run with `pnpm run test:guest` (not part of the normal `vitest run`).
+// To add a vhost-user backend (e.g. `vblk serve`), one line:
+//   defineGuestSuite({ backend: "vhost-user", vhostUser: { command: ["node", "bench/dist/cli.js", "serve",
+//     "--socket", "{socket}", "--image", "{image}", "--num-queues", "{numQueues}"] } });
+import { defineGuestSuite } from "./suite.js";
+
+// QEMU's own virtio-blk (in the main loop, then in an IOThread)
+defineGuestSuite({ backend: "builtin" });
+defineGuestSuite({ backend: "builtin", iothread: true, checks: ["info", "fio-verify"] });
+// qemu-storage-daemon as a vhost-user-blk server (the reference for `vblk serve`)
+defineGuestSuite({ backend: "qsd", expectSerial: "vhost_user_blk" });
