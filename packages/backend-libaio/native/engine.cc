@@ -463,7 +463,11 @@ uint32_t Engine::Wait(uint32_t minComplete, double timeoutMs) {
     }
     if (done_.empty()) {
       if (kernelInflight_ == 0) break;  // nothing that could complete
-      WaitKernel(minComplete - n, remaining);
+      // Never ask the kernel for more than it holds; with requests queued
+      // behind, wake at the first completion to refill the freed slots.
+      uint32_t want = std::min<uint32_t>(minComplete - n, kernelInflight_);
+      if (!pending_.empty()) want = 1;
+      WaitKernel(want, remaining);
     }
     n += ReapInto(n);
   }
