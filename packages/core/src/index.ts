@@ -16,3 +16,5 @@ export * from "./guest-memory.js";
 export * from "./queue.js";
 export * from "./split-ring.js";
 export * from "./virtio.js";
+export * from "./blk-config.js";
+export * from "./virtio-mmio.js";

@@ -1,0 +1,402 @@
+/**
+ * The IOThread: a worker thread that owns some virtqueues of one device and
+ * one engine instance. Nothing else touches its queues while it runs.
+ *
+ *   +-------------------------------- loop ---------------------------------+
+ *   | drain: for each owned queue with work: notifications off, pop all,    |
+ *   |        parse, enqueue on the engine (or answer at once)               |
+ *   | submit: one engine.submit() for everything popped this round          |
+ *   | reap:   engine completions -> status byte -> used ring                |
+ *   | publish used idx; interrupt each queue once if EVENT_IDX says so      |
+ *   | idle:   poll (adaptive window, like QEMU's poll-max-ns), then         |
+ *   |         notifications on, re-check, sleep on ONE wait: the doorbell   |
+ *   |         (kicks + JS engine completions) or epoll (kick eventfds +     |
+ *   |         the native engine's completion eventfd)                       |
+ *   +-----------------------------------------------------------------------+
+ *
+ * Control from the main thread goes through a SharedArrayBuffer (the loop
+ * never returns to the event loop while running): cmd = STOP makes it finish
+ * in-flight I/O, publish it, and return; then it answers "stopped".
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import {
+  type BlkParams,
+  BlkProtocolError,
+  BlkRequest,
+  type BlockEngine,
+  Doorbell,
+  finishBlkRequest,
+  GuestMemory,
+  IoOp,
+  parseBlkRequest,
+  SplitQueue,
+  VirtqueueError,
+  writeBlkStatus,
+} from "@vblk/core";
+import { IoThreadCounter as IC, IOTHREAD_FIELDS, QueueCounter as QC, QUEUE_FIELDS } from "./counters.js";
+import { createEngine } from "./engine-registry.js";
+import {
+  Cmd,
+  CTL_CMD,
+  CTL_STATE,
+  type FromIoThread,
+  type IoThreadInit,
+  type StartMessage,
+  State,
+} from "./iothread-protocol.js";
+import { makeNotify } from "./notifier.js";
+
+const init = workerData as IoThreadInit;
+const port = parentPort!;
+const ctl = new Int32Array(init.control);
+const cnt = new Float64Array(init.counters);
+const mem = new GuestMemory(init.memory);
+const wakeBell = init.wake.kind === "doorbell" ? Doorbell.from(init.wake) : null;
+let engine: BlockEngine;
+
+// Native helpers (epoll, eventfd, affinity) only when this IOThread needs them.
+type NativeMod = typeof import("@vblk/backend-libaio");
+let native: NativeMod | null = null;
+let poller: InstanceType<NativeMod["Poller"]> | null = null;
+const TOKEN_WAKE = 0x7fff_fff0;
+const TOKEN_COMPLETION = 0x7fff_fff1;
+
+function post(m: FromIoThread): void {
+  port.postMessage(m);
+}
+
+async function setup(): Promise<void> {
+  if (init.wake.kind === "eventfd" || (init.cpus && init.cpus.length > 0)) {
+    native = await import("@vblk/backend-libaio");
+    if (!native.nativeAvailable()) throw new Error(`native addon unavailable: ${native.nativeLoadError()}`);
+  }
+  if (init.cpus && init.cpus.length > 0) native!.setThreadAffinity(init.cpus);
+  engine = await createEngine(init.engine, {
+    mem,
+    doorbell: wakeBell ?? Doorbell.create(),
+    iothread: init.index,
+  });
+  if (init.wake.kind === "eventfd") {
+    poller = new native!.Poller();
+    poller.add(init.wake.fd, TOKEN_WAKE);
+    if (engine.wait.kind === "fd") poller.add(engine.wait.fd, TOKEN_COMPLETION);
+  } else if (engine.wait.kind === "fd") {
+    throw new Error(
+      `engine ${engine.name} completes on an eventfd: the IOThread must wait in epoll (wake kind eventfd)`,
+    );
+  }
+}
+
+// ---- per-start state ----------------------------------------------------
+let queues: SplitQueue[] = [];
+let reqs: BlkRequest[][] = [];
+let calls: (() => void)[] = [];
+let dirty: Uint8Array = new Uint8Array(0);
+let qbase: number[] = [];
+let blk!: BlkParams;
+let broken = false;
+let kickFds: number[] = [];
+
+function onComplete(tag: number, result: number): void {
+  const lq = tag >>> 16;
+  const head = tag & 0xffff;
+  const r = reqs[lq]![head]!;
+  finishBlkRequest(r, result);
+  if (r.status !== 0) cnt[qbase[lq]! + QC.errors]!++;
+  writeBlkStatus(r, mem);
+  queues[lq]!.push(head, r.usedLen);
+  dirty[lq] = 1;
+}
+
+/** Pop everything queue lq has; returns how many went to the engine. */
+function drain(lq: number): number {
+  const q = queues[lq]!;
+  const pool = reqs[lq]!;
+  const b = qbase[lq]!;
+  let toEngine = 0;
+  let n = 0;
+  for (;;) {
+    const chain = q.pop();
+    if (chain === null) break;
+    n++;
+    const head = chain.head;
+    let r = pool[head];
+    if (r === undefined) {
+      r = new BlkRequest();
+      r.queue = q.index;
+      pool[head] = r;
+    }
+    const io = parseBlkRequest(chain, mem, blk, r);
+    if (io) {
+      r.tag = (lq << 16) | head;
+      engine.enqueue(r);
+      toEngine++;
+      const op = r.op;
+      if (op === IoOp.READ) {
+        cnt[b + QC.reads]!++;
+        cnt[b + QC.bytesRead]! += r.length;
+      } else if (op === IoOp.WRITE) {
+        cnt[b + QC.writes]!++;
+        cnt[b + QC.bytesWritten]! += r.length;
+      } else if (op === IoOp.FLUSH) cnt[b + QC.flushes]!++;
+      else cnt[b + QC.others]!++;
+    } else {
+      if (r.status !== 0) cnt[b + QC.errors]!++;
+      else cnt[b + QC.others]!++;
+      writeBlkStatus(r, mem);
+      q.push(head, r.usedLen);
+      dirty[lq] = 1;
+    }
+  }
+  if (n > 0) {
+    cnt[b + QC.requests]! += n;
+    cnt[b + QC.batches]!++;
+    if (n > cnt[b + QC.maxBatch]!) cnt[b + QC.maxBatch] = n;
+  }
+  return toEngine;
+}
+
+function publishAll(): void {
+  for (let lq = 0; lq < queues.length; lq++) {
+    if (dirty[lq] === 0) continue;
+    dirty[lq] = 0;
+    const q = queues[lq]!;
+    q.publish();
+    if (q.needsInterrupt()) {
+      calls[lq]!();
+      cnt[qbase[lq]! + QC.interrupts]!++;
+    }
+  }
+}
+
+function fail(lq: number, e: unknown): void {
+  // A malformed ring or request: stop serving (QEMU marks the device broken)
+  // and let the main thread set DEVICE_NEEDS_RESET. In-flight I/O still
+  // completes so nothing leaks.
+  broken = true;
+  Atomics.store(ctl, CTL_STATE, State.BROKEN);
+  cnt[IC.errors]!++;
+  const code =
+    e instanceof VirtqueueError ? e.code : e instanceof BlkProtocolError ? "BLK_PROTOCOL" : "INTERNAL";
+  const message = e instanceof Error ? e.message : String(e);
+  post({ type: "needs-reset", queue: queues[lq]?.index ?? -1, code, message });
+}
+
+function nowNs(): number {
+  return performance.now() * 1e6;
+}
+
+/** The loop. Returns when cmd != RUN, after in-flight I/O has completed. */
+function run(): void {
+  const nq = queues.length;
+  const pollMax = init.pollMaxNs;
+  const pollFloor = Math.floor(pollMax / 8);
+  let pollNs = pollMax;
+  const grow = init.pollGrow;
+  const shrink = init.pollShrink;
+  let busyStart = nowNs();
+  cnt[IC.pollNs] = pollNs;
+  for (;;) {
+    cnt[IC.loops]!++;
+    // 1. drain, 2. submit
+    let submitted = 0;
+    if (!broken) {
+      for (let lq = 0; lq < nq; lq++) {
+        const q = queues[lq]!;
+        try {
+          if (q.hasPending()) {
+            q.disableNotification();
+            submitted += drain(lq);
+          }
+        } catch (e) {
+          fail(lq, e);
+          break;
+        }
+      }
+    }
+    if (submitted > 0) {
+      engine.submit();
+      cnt[IC.submits]!++;
+    }
+    // 3. reap, 4. publish + interrupt
+    if (engine.inflight > 0) cnt[IC.reaped]! += engine.reap(onComplete);
+    publishAll();
+    if (submitted > 0) continue;
+    if (Atomics.load(ctl, CTL_CMD) !== Cmd.RUN) break;
+
+    // 5. idle: poll for a while, then sleep.
+    const t0 = nowNs();
+    let hit = false;
+    if (pollNs > 0 && !broken) {
+      const until = t0 + pollNs;
+      do {
+        if (engine.inflight > 0 && engine.reap(onComplete) > 0) {
+          hit = true;
+          break;
+        }
+        let any = false;
+        for (let lq = 0; lq < nq; lq++) {
+          try {
+            if (queues[lq]!.hasPending()) {
+              any = true;
+              break;
+            }
+          } catch (e) {
+            fail(lq, e);
+          }
+        }
+        if (any) {
+          hit = true;
+          break;
+        }
+      } while (nowNs() < until && Atomics.load(ctl, CTL_CMD) === Cmd.RUN);
+    }
+    if (hit) {
+      cnt[IC.pollHits]!++;
+      if (pollNs < pollMax) {
+        pollNs = Math.min(pollMax, pollNs * grow);
+        cnt[IC.pollNs] = pollNs;
+      }
+      publishAll();
+      continue;
+    }
+    if (Atomics.load(ctl, CTL_CMD) !== Cmd.RUN) break;
+    // Sleep: notifications on, re-check (the race window), one wait.
+    const snap = wakeBell !== null ? wakeBell.snapshot() : 0;
+    let more = false;
+    if (!broken) {
+      for (let lq = 0; lq < nq; lq++) {
+        try {
+          if (queues[lq]!.enableNotification()) more = true;
+        } catch (e) {
+          fail(lq, e);
+        }
+      }
+    }
+    if (more) continue;
+    if (engine.inflight > 0 && engine.reap(onComplete) > 0) {
+      publishAll();
+      continue;
+    }
+    const t1 = nowNs();
+    cnt[IC.busyNs]! += t1 - busyStart;
+    cnt[IC.pollMisses]!++;
+    if (wakeBell !== null) {
+      wakeBell.wait(snap, 1000);
+    } else {
+      const n = poller!.wait(1000);
+      const ready = poller!.ready;
+      for (let i = 0; i < n; i++) {
+        const t = ready[i]!;
+        if (t < kickFds.length) cnt[qbase[t]! + QC.kicks]!++;
+      }
+    }
+    cnt[IC.wakeups]!++;
+    busyStart = nowNs();
+    const blockNs = busyStart - t1;
+    cnt[IC.idleNs]! += blockNs;
+    // Adaptive polling. QEMU grows its window only when a sleep was shorter
+    // than poll-max-ns; here a futex/epoll wake-up alone costs ~50 us
+    // (facts.md), so every sleep looks long and the window would stay at 0.
+    // So: hits grow the window (above), a sleep longer than poll-max shrinks
+    // it, never below a floor of poll-max/8.
+    if (pollMax > 0) {
+      if (blockNs > pollMax)
+        pollNs = Math.max(pollFloor, shrink > 0 ? Math.floor(pollNs / shrink) : pollFloor);
+      else pollNs = Math.min(pollMax, pollNs * grow);
+      cnt[IC.pollNs] = pollNs;
+    }
+  }
+  // Stopping: let in-flight I/O finish (bounded) and publish it.
+  const deadline = Date.now() + 10_000;
+  while (engine.inflight > 0 && Date.now() < deadline) {
+    if (engine.reap(onComplete) === 0) {
+      if (wakeBell !== null) wakeBell.wait(wakeBell.snapshot(), 5);
+      else poller!.wait(5);
+    }
+  }
+  publishAll();
+}
+
+function start(m: StartMessage): void {
+  queues = [];
+  reqs = [];
+  calls = [];
+  qbase = [];
+  kickFds = [];
+  broken = false;
+  blk = m.blk;
+  for (let i = 0; i < m.queues.length; i++) {
+    const s = m.queues[i]!;
+    const q = new SplitQueue(mem, {
+      index: s.index,
+      size: s.size,
+      descAddr: s.descAddr,
+      availAddr: s.availAddr,
+      usedAddr: s.usedAddr,
+      eventIdx: m.eventIdx,
+      indirect: m.indirect,
+      lastAvailIdx: s.lastAvailIdx ?? 0,
+      usedIdx: s.usedIdx ?? s.lastAvailIdx ?? 0,
+    });
+    queues.push(q);
+    reqs.push(new Array(s.size));
+    calls.push(makeNotify(s.call));
+    qbase.push(IOTHREAD_FIELDS + s.slot * QUEUE_FIELDS);
+    if (s.kickFd !== undefined) {
+      if (poller === null) throw new Error("a queue kick eventfd needs the eventfd wake mode");
+      poller.add(s.kickFd, i);
+      kickFds.push(s.kickFd);
+    }
+  }
+  dirty = new Uint8Array(queues.length);
+}
+
+port.on("message", (m: StartMessage | { type: "close" }) => {
+  if (m.type === "start") {
+    try {
+      start(m);
+    } catch (e) {
+      Atomics.store(ctl, CTL_STATE, State.BROKEN);
+      post({
+        type: "needs-reset",
+        queue: -1,
+        code: (e as VirtqueueError).code ?? "INTERNAL",
+        message: String((e as Error).message),
+      });
+      post({ type: "stopped", queues: [], cancelled: 0 });
+      return;
+    }
+    Atomics.store(ctl, CTL_STATE, State.RUNNING);
+    post({ type: "started" });
+    // Run the loop outside this message handler's stack.
+    setImmediate(() => {
+      try {
+        run();
+      } catch (e) {
+        post({ type: "fatal", message: `IOThread ${init.name}: ${(e as Error).stack ?? e}` });
+      }
+      const qs = queues.map((q) => ({ index: q.index, nextAvail: q.nextAvail, nextUsed: q.nextUsed }));
+      for (const fd of kickFds) poller?.remove(fd);
+      kickFds = [];
+      const cancelled = engine.inflight;
+      queues = [];
+      Atomics.store(ctl, CTL_STATE, State.IDLE);
+      post({ type: "stopped", queues: qs, cancelled });
+    });
+  } else if (m.type === "close") {
+    try {
+      engine.close();
+      poller?.close();
+    } finally {
+      Atomics.store(ctl, CTL_STATE, State.EXITING);
+      post({ type: "closed" });
+      port.close();
+    }
+  }
+});
+
+setup().then(
+  () => post({ type: "ready", engine: engine.name }),
+  (e: Error) => post({ type: "fatal", message: `IOThread ${init.name} setup failed: ${e.message}` }),
+);
