@@ -89,6 +89,12 @@ export interface VirtioBlkDeviceOptions {
   threadsWorkers?: number;
   /** Native engines: max in flight per IOThread. */
   depth?: number;
+  /**
+   * IOThreads sleep in epoll (eventfd kicks, needed for vhost-user kick fds)
+   * instead of on an Atomics doorbell. Default: true for native engines.
+   * Not possible with the threads engine (its completions ring a doorbell).
+   */
+  useEventfd?: boolean;
 }
 
 /** What a VMM (or vhost-user) supplies to start queues without the mmio transport. */
@@ -117,7 +123,9 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
   readonly engineName: string;
   readonly capacityBytes: number;
   readonly logicalBlockSize: number;
-  readonly memory: GuestMemory;
+  /** Guest memory the IOThreads use (replaced by setMemory before a start). */
+  memory: GuestMemory;
+  private memoryChanged = false;
   private readonly iothreadList: IoThread[];
   private readonly callOverride = new Map<number, NotifierDesc>();
   private readonly kickFdOverride = new Map<number, number>();
@@ -207,7 +215,11 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
       indirect: opts.indirect ?? true,
     };
     validateBlkOptions(blkOpts);
-    const useEventfd = spec.kind === "io_uring" || spec.kind === "libaio";
+    const useEventfd = opts.useEventfd ?? (spec.kind === "io_uring" || spec.kind === "libaio");
+    if (useEventfd && spec.kind === "threads")
+      throw new Error(
+        'useEventfd: the "threads" engine completes on a doorbell; use io_uring, libaio, null or memory',
+      );
     const regions = opts.memory.describe();
     for (const r of regions)
       if (!(r.buffer instanceof SharedArrayBuffer))
@@ -337,6 +349,8 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
       this.runIrqLoop(this.irqBell);
     }
     this.active = true;
+    const memory = this.memoryChanged ? this.memory.describe() : undefined;
+    this.memoryChanged = false;
     await Promise.all(
       this.iothreadList.map((t) => {
         const qs: QueueStart[] = [];
@@ -357,7 +371,14 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
             ...(kickFd !== undefined ? { kickFd } : {}),
           });
         }
-        return t.start({ type: "start", queues: qs, eventIdx, indirect, blk: this.blkParams });
+        return t.start({
+          type: "start",
+          queues: qs,
+          eventIdx,
+          indirect,
+          blk: this.blkParams,
+          ...(memory !== undefined ? { memory } : {}),
+        });
       }),
     );
   }
@@ -403,6 +424,18 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
       // transport not ready: still report below
     }
     this.emit("needs-reset", reason);
+  }
+
+  /**
+   * Replace guest memory (vhost-user SET_MEM_TABLE). Takes effect at the next
+   * start; IOThreads rebuild their engines over it.
+   */
+  setMemory(memory: GuestMemory): void {
+    for (const r of memory.regions)
+      if (!(r.buffer instanceof SharedArrayBuffer))
+        throw new Error("memory: every guest memory region must be backed by a SharedArrayBuffer");
+    this.memory = memory;
+    this.memoryChanged = true;
   }
 
   /** Resolves when the IOThreads run after DRIVER_OK (rejections are reported as needs-reset). */

@@ -49,6 +49,8 @@ export interface StartMessage {
   eventIdx: boolean;
   indirect: boolean;
   blk: BlkParams;
+  /** Replace guest memory before starting (vhost-user SET_MEM_TABLE). */
+  memory?: GuestRegionInit[];
 }
 
 export type FromIoThread =

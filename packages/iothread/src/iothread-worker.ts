@@ -50,9 +50,9 @@ const init = workerData as IoThreadInit;
 const port = parentPort!;
 const ctl = new Int32Array(init.control);
 const cnt = new Float64Array(init.counters);
-const mem = new GuestMemory(init.memory);
+let mem = new GuestMemory(init.memory);
 const wakeBell = init.wake.kind === "doorbell" ? Doorbell.from(init.wake) : null;
-let engine: BlockEngine;
+let engine: BlockEngine = undefined as unknown as BlockEngine;
 
 // Native helpers (epoll, eventfd, affinity) only when this IOThread needs them.
 type NativeMod = typeof import("@vblk/backend-libaio");
@@ -71,18 +71,33 @@ async function setup(): Promise<void> {
     if (!native.nativeAvailable()) throw new Error(`native addon unavailable: ${native.nativeLoadError()}`);
   }
   if (init.cpus && init.cpus.length > 0) native!.setThreadAffinity(init.cpus);
+  await openEngine();
+}
+
+/** (Re)build the engine over the current guest memory and hook its completions into the wait. */
+async function openEngine(): Promise<void> {
+  if (engine !== undefined) {
+    if (poller !== null && engine.wait.kind === "fd") poller.remove(engine.wait.fd);
+    engine.close();
+  }
   engine = await createEngine(init.engine, {
     mem,
     doorbell: wakeBell ?? Doorbell.create(),
     iothread: init.index,
   });
   if (init.wake.kind === "eventfd") {
-    poller = new native!.Poller();
-    poller.add(init.wake.fd, TOKEN_WAKE);
+    if (poller === null) {
+      poller = new native!.Poller();
+      poller.add(init.wake.fd, TOKEN_WAKE);
+    }
     if (engine.wait.kind === "fd") poller.add(engine.wait.fd, TOKEN_COMPLETION);
   } else if (engine.wait.kind === "fd") {
     throw new Error(
       `engine ${engine.name} completes on an eventfd: the IOThread must wait in epoll (wake kind eventfd)`,
+    );
+  } else if (engine.wait.kind === "doorbell" && wakeBell === null) {
+    throw new Error(
+      `engine ${engine.name} completes on a doorbell: the IOThread must wait on it (wake kind doorbell)`,
     );
   }
 }
@@ -352,38 +367,48 @@ function start(m: StartMessage): void {
   dirty = new Uint8Array(queues.length);
 }
 
+async function onStart(m: StartMessage): Promise<void> {
+  try {
+    if (m.memory !== undefined) {
+      // New guest memory (vhost-user SET_MEM_TABLE): engines hold region
+      // pointers, so they are rebuilt over it.
+      mem = new GuestMemory(m.memory);
+      await openEngine();
+    }
+    start(m);
+  } catch (e) {
+    Atomics.store(ctl, CTL_STATE, State.BROKEN);
+    post({
+      type: "needs-reset",
+      queue: -1,
+      code: (e as VirtqueueError).code ?? "INTERNAL",
+      message: String((e as Error).message),
+    });
+    post({ type: "stopped", queues: [], cancelled: 0 });
+    return;
+  }
+  Atomics.store(ctl, CTL_STATE, State.RUNNING);
+  post({ type: "started" });
+  // Run the loop outside this message handler's stack.
+  setImmediate(() => {
+    try {
+      run();
+    } catch (e) {
+      post({ type: "fatal", message: `IOThread ${init.name}: ${(e as Error).stack ?? e}` });
+    }
+    const qs = queues.map((q) => ({ index: q.index, nextAvail: q.nextAvail, nextUsed: q.nextUsed }));
+    for (const fd of kickFds) poller?.remove(fd);
+    kickFds = [];
+    const cancelled = engine.inflight;
+    queues = [];
+    Atomics.store(ctl, CTL_STATE, State.IDLE);
+    post({ type: "stopped", queues: qs, cancelled });
+  });
+}
+
 port.on("message", (m: StartMessage | { type: "close" }) => {
   if (m.type === "start") {
-    try {
-      start(m);
-    } catch (e) {
-      Atomics.store(ctl, CTL_STATE, State.BROKEN);
-      post({
-        type: "needs-reset",
-        queue: -1,
-        code: (e as VirtqueueError).code ?? "INTERNAL",
-        message: String((e as Error).message),
-      });
-      post({ type: "stopped", queues: [], cancelled: 0 });
-      return;
-    }
-    Atomics.store(ctl, CTL_STATE, State.RUNNING);
-    post({ type: "started" });
-    // Run the loop outside this message handler's stack.
-    setImmediate(() => {
-      try {
-        run();
-      } catch (e) {
-        post({ type: "fatal", message: `IOThread ${init.name}: ${(e as Error).stack ?? e}` });
-      }
-      const qs = queues.map((q) => ({ index: q.index, nextAvail: q.nextAvail, nextUsed: q.nextUsed }));
-      for (const fd of kickFds) poller?.remove(fd);
-      kickFds = [];
-      const cancelled = engine.inflight;
-      queues = [];
-      Atomics.store(ctl, CTL_STATE, State.IDLE);
-      post({ type: "stopped", queues: qs, cancelled });
-    });
+    void onStart(m);
   } else if (m.type === "close") {
     try {
       engine.close();
