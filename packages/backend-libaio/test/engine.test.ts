@@ -25,7 +25,8 @@ const EINVAL = 22;
 const KiB = 1024;
 const MiB = 1024 * 1024;
 
-if (!nativeAvailable()) console.warn(`[backend-libaio] native addon not loaded, engine tests skipped: ${nativeLoadError()}`);
+if (!nativeAvailable())
+  console.warn(`[backend-libaio] native addon not loaded, engine tests skipped: ${nativeLoadError()}`);
 
 for (const kind of ["io_uring", "libaio"] as EngineKind[]) {
   const probe = nativeAvailable() ? probeEngines()[kind] : nativeLoadError();
@@ -87,7 +88,8 @@ for (const kind of ["io_uring", "libaio"] as EngineKind[]) {
       const w = run(b);
       for (let i = 0; i < 16; i++) expect(w.get(100 + i)).toBe(4096);
       mem.fill(0, 1 * MiB, 1 * MiB + 16 * 4096);
-      for (let i = 0; i < 16; i++) b.add(OP_READ, 200 + i, (2 * i + 1) * 4096, [[0, 1 * MiB + i * 4096, 4096]]);
+      for (let i = 0; i < 16; i++)
+        b.add(OP_READ, 200 + i, (2 * i + 1) * 4096, [[0, 1 * MiB + i * 4096, 4096]]);
       const r = run(b);
       for (let i = 0; i < 16; i++) {
         expect(r.get(200 + i)).toBe(4096);
@@ -96,7 +98,9 @@ for (const kind of ["io_uring", "libaio"] as EngineKind[]) {
       // What the kernel has on disk, read independently of the engine.
       const onDisk = readFileSync(path);
       for (let i = 0; i < 16; i++) {
-        expect(new Uint8Array(onDisk.subarray((2 * i + 1) * 4096, (2 * i + 2) * 4096))).toEqual(pattern(4096, i));
+        expect(new Uint8Array(onDisk.subarray((2 * i + 1) * 4096, (2 * i + 2) * 4096))).toEqual(
+          pattern(4096, i),
+        );
       }
       const s = e.stats();
       expect(s.submitted).toBe(32);
@@ -294,7 +298,9 @@ for (const kind of ["io_uring", "libaio"] as EngineKind[]) {
       const file = readFileSync(path);
       for (const i of [0, 17, 255]) {
         const off = ((i * 37) % 4096) * 4096;
-        expect(mem.subarray(i * 4096, (i + 1) * 4096)).toEqual(new Uint8Array(file.subarray(off, off + 4096)));
+        expect(mem.subarray(i * 4096, (i + 1) * 4096)).toEqual(
+          new Uint8Array(file.subarray(off, off + 4096)),
+        );
       }
     });
 
@@ -317,7 +323,8 @@ for (const kind of ["io_uring", "libaio"] as EngineKind[]) {
       expect(wt.get(5000)).toBe(0);
       expect(w.at(-1)?.[0]).toBe(5000); // flush after all writes
       mem.fill(0, 0, 1000 * 4096);
-      for (let i = 0; i < 1000; i++) b.add(OP_READ, 10000 + i, ((i * 7) % 2048) * 4096, [[0, i * 4096, 4096]]);
+      for (let i = 0; i < 1000; i++)
+        b.add(OP_READ, 10000 + i, ((i * 7) % 2048) * 4096, [[0, i * 4096, 4096]]);
       b.submit();
       const r = new Map(collect(e, 1000));
       for (let i = 0; i < 1000; i++) {
