@@ -280,11 +280,14 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
     });
   }
 
-  reset(): Promise<void> {
-    return this.stopQueues().then(() => {
+  reset(): void | Promise<void> {
+    const done = () => {
       this.needsResetReason = undefined;
       this.config.reset();
-    });
+    };
+    // Nothing running: reset at once, so Status reads 0 right away.
+    if (!this.active && this.starting === null && this.stopping === null) return done();
+    return this.stopQueues().then(done);
   }
 
   notify(queueIndex: number): void {
@@ -384,7 +387,17 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
   }
 
   /** Stop every IOThread; in-flight requests complete into the rings first. Returns ring positions per queue. */
-  async stopQueues(): Promise<{ index: number; nextAvail: number; nextUsed: number }[]> {
+  stopQueues(): Promise<{ index: number; nextAvail: number; nextUsed: number }[]> {
+    if (this.stopping === null) {
+      this.stopping = this.doStop().finally(() => {
+        this.stopping = null;
+      });
+    }
+    return this.stopping;
+  }
+  private stopping: Promise<{ index: number; nextAvail: number; nextUsed: number }[]> | null = null;
+
+  private async doStop(): Promise<{ index: number; nextAvail: number; nextUsed: number }[]> {
     if (this.starting) await this.starting;
     this.starting = null;
     if (!this.active) return [];

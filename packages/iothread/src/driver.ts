@@ -77,8 +77,12 @@ export async function connectDriver(
 ): Promise<DriverConnection> {
   const t = device.transport;
   const w = (off: number, v: number) => t.write(off, 4, v >>> 0);
+  // Reset, and wait until Status reads 0 (the device finished its reset).
   w(R.Status, 0);
-  await device.reset();
+  for (let i = 0; t.read(R.Status, 4) !== 0; i++) {
+    if (i > 2000) throw new Error("device did not finish its reset within 20 s");
+    await new Promise((r) => setTimeout(r, 10));
+  }
   w(R.Status, Status.ACKNOWLEDGE);
   w(R.Status, Status.ACKNOWLEDGE | Status.DRIVER);
   w(R.DeviceFeaturesSel, 0);

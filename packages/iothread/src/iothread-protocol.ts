@@ -6,7 +6,7 @@ import type { BlkParams, GuestRegionInit } from "@vblk/core";
 import type { EngineSpecResolved } from "./engine-spec.js";
 import type { NotifierDesc } from "./notifier.js";
 
-export const Cmd = { IDLE: 0, RUN: 1, STOP: 2 } as const;
+export const Cmd = { IDLE: 0, RUN: 1, STOP: 2, /** tests: make the loop throw */ FAULT: 3 } as const;
 export const State = { IDLE: 0, RUNNING: 1, BROKEN: 2, EXITING: 3 } as const;
 /** Int32 words of the control block. */
 export const CTL_CMD = 0;

@@ -237,7 +237,11 @@ function run(): void {
     if (engine.inflight > 0) cnt[IC.reaped]! += engine.reap(onComplete);
     publishAll();
     if (submitted > 0) continue;
-    if (Atomics.load(ctl, CTL_CMD) !== Cmd.RUN) break;
+    const cmd = Atomics.load(ctl, CTL_CMD);
+    if (cmd !== Cmd.RUN) {
+      if (cmd === Cmd.FAULT) throw new Error("injected fault");
+      break;
+    }
 
     // 5. idle: poll for a while, then sleep.
     const t0 = nowNs();

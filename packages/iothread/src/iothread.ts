@@ -236,6 +236,7 @@ export class IoThread extends EventEmitter {
       return { queues: m.queues, cancelled: m.cancelled };
     } catch (e) {
       // A stuck IOThread is terminated: the device is unusable until reset anyway.
+      this.closing = true;
       await this.terminate();
       throw e;
     } finally {
@@ -258,6 +259,15 @@ export class IoThread extends EventEmitter {
           : "idle";
   }
 
+  /**
+   * Fault injection for tests: the running loop throws, as a bug in the
+   * IOThread would. The device must end in NEEDS_RESET.
+   */
+  injectFault(): void {
+    Atomics.store(this.ctl, CTL_CMD, Cmd.FAULT);
+    this.wake();
+  }
+
   /** Wake the IOThread (a kick on any of its queues). */
   notify(): void {
     this.wake();
@@ -276,8 +286,8 @@ export class IoThread extends EventEmitter {
     return this.worker.threadId;
   }
 
+  /** End the thread at once, as a crash would (the device hears "fatal"). */
   async terminate(): Promise<void> {
-    this.closing = true;
     await this.worker.terminate();
     this.exited = true;
     await this.releaseFd();
