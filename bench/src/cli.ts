@@ -189,6 +189,8 @@ export async function main(argv: string[], ioIn: Partial<CliIo> = {}): Promise<n
     process.on("SIGTERM", onSignal);
   }
 
+  // `pnpm bench -- --rw=read` passes the "--" through: drop it.
+  if (argv[0] === "--") argv = argv.slice(1);
   const isSweep = argv[0] === "sweep";
   const args =
     argv.length === 0 ? DEFAULT_JOB_ARGS : normalizeArgv(argv, isSweep ? SWEEP_ALL_SPECS : ROOT_SPECS);
