@@ -12,7 +12,8 @@
         "native/poller.cc",
         "native/engine.cc",
         "native/io_uring_engine.cc",
-        "native/aio_engine.cc"
+        "native/aio_engine.cc",
+        "native/unix_socket.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "_GNU_SOURCE"],

@@ -10,6 +10,8 @@
 
 namespace vblk {
 
+void InitUnixSocket(Napi::Env env, Napi::Object exports);  // unix_socket.cc (vhost-user)
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitCommon(env, exports);
   InitGuestMemory(env, exports);
@@ -18,6 +20,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitBlockFile(env, exports);
   InitPoller(env, exports);
   InitEngine(env, exports);
+  InitUnixSocket(env, exports);
   exports.Set("SQ_STRIDE", Napi::Number::New(env, 8));
   exports.Set("IOV_STRIDE", Napi::Number::New(env, 3));
   return exports;

@@ -19,3 +19,4 @@ export { Poller } from "./poller.js";
 export type { EngineProbe } from "./probe.js";
 export { probeEngines, setProbeOverrideForTests } from "./probe.js";
 export { getThreadAffinity, gettid, setThreadAffinity } from "./thread.js";
+export * from "./unix-socket.js";
