@@ -10,7 +10,8 @@
 #
 #   cache/debs/linux-image-*.deb       the downloaded kernel package
 #   cache/<key>/vmlinuz                the kernel
-#   cache/<key>/base.cpio.gz           the base initramfs (init, busybox, modules, tools)
+#   cache/<key>/base.cpio.gz           the base initramfs (init, busybox, modules, e2fsprogs, ...)
+#   cache/<key>/fio.cpio               fio + its libraries (uncompressed; appended when needed)
 #   cache/<key>/assets.json            {"kernel","initrd","key","kernelRelease",...}
 #   cache/assets.json                  copy of the newest one
 #
@@ -128,7 +129,7 @@ versions="$(dpkg-query -W -f '${Package}=${Version}\n' busybox-static fio e2fspr
 KEY="$( { cat "${BASH_SOURCE[0]}"; echo "$versions"; basename "$KDEB"; sha256sum "$KDEB" | cut -d' ' -f1; } \
   | sha256sum | cut -c1-16)"
 OUT="$CACHE/$KEY"
-if [ "$FORCE" = 0 ] && [ -f "$OUT/assets.json" ] && [ -f "$OUT/base.cpio.gz" ] && [ -f "$OUT/vmlinuz" ]; then
+if [ "$FORCE" = 0 ] && [ -f "$OUT/assets.json" ] && [ -f "$OUT/base.cpio.gz" ] && [ -f "$OUT/fio.cpio" ] && [ -f "$OUT/vmlinuz" ]; then
   log "cached: $OUT"
   cp "$OUT/assets.json" "$CACHE/assets.json"
   cat "$OUT/assets.json"; echo
@@ -178,26 +179,39 @@ for m in $MODS; do
 done
 touch "$R/usr/lib/modules/vblk/order"
 
-# Host binaries + their shared libraries (at their host paths).
+# Host binaries + their shared libraries (at their host paths, with /lib, /lib64, /bin,
+# /sbin spelled under /usr as the merged layout above has them). fio and the ~60 libraries
+# it links (ceph, gluster, rdma, ...: ~80 MB) go to a separate uncompressed fio.cpio that
+# the runner appends only for workloads that use fio: unpacking it costs ~1-2 s under TCG.
+canon() {
+  case "$1" in
+    /lib/* | /lib64/* | /bin/* | /sbin/*) echo "/usr$1" ;;
+    *) echo "$1" ;;
+  esac
+}
 copy_with_libs() {
-  local bin="$1" dest="${2:-$1}"
-  mkdir -p "$R$(dirname "$dest")"
-  cp -L "$bin" "$R$dest"
+  local root="$1" bin="$2" dest="$3"
+  mkdir -p "$root$(dirname "$dest")"
+  cp -L "$bin" "$root$dest"
   ldd "$bin" 2>/dev/null | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' | while read -r lib; do
     [ -e "$lib" ] || continue
-    if [ ! -e "$R$lib" ]; then
-      mkdir -p "$R$(dirname "$lib")"
-      cp -L "$lib" "$R$lib"
+    local c
+    c="$(canon "$lib")"
+    if [ ! -e "$R$c" ] && [ ! -e "$root$c" ]; then
+      mkdir -p "$root$(dirname "$c")"
+      cp -L "$lib" "$root$c"
     fi
-    echo "$(dirname "$lib")" >>"$TMP/libdirs"
+    dirname "$lib" >>"$TMP/libdirs"
   done
 }
 : >"$TMP/libdirs"
-copy_with_libs "$FIO_BIN" /usr/bin/fio
-copy_with_libs "$MKE2FS_BIN" /usr/sbin/mke2fs
-copy_with_libs "$E2FSCK_BIN" /usr/sbin/e2fsck
-copy_with_libs "$BLKDISCARD_BIN" /usr/sbin/blkdiscard
-[ -n "$BLOCKDEV_BIN" ] && copy_with_libs "$BLOCKDEV_BIN" /usr/sbin/blockdev
+F="$TMP/fioroot"
+mkdir -p "$F/usr/bin"
+copy_with_libs "$R" "$MKE2FS_BIN" /usr/sbin/mke2fs
+copy_with_libs "$R" "$E2FSCK_BIN" /usr/sbin/e2fsck
+copy_with_libs "$R" "$BLKDISCARD_BIN" /usr/sbin/blkdiscard
+[ -n "$BLOCKDEV_BIN" ] && copy_with_libs "$R" "$BLOCKDEV_BIN" /usr/sbin/blockdev
+copy_with_libs "$F" "$FIO_BIN" /usr/bin/fio
 ln -sf mke2fs "$R/usr/sbin/mkfs.ext4"
 ln -sf e2fsck "$R/usr/sbin/fsck.ext4"
 [ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$R/etc/mke2fs.conf"
@@ -256,13 +270,14 @@ chmod 755 "$R/init"
 
 mkdir -p "$OUT.tmp"
 (cd "$R" && find . -print0 | sort -z | cpio --null -o -H newc --owner=0:0 --quiet) | gzip -1 >"$OUT.tmp/base.cpio.gz"
+(cd "$F" && find . -mindepth 1 -print0 | sort -z | cpio --null -o -H newc --owner=0:0 --quiet) >"$OUT.tmp/fio.cpio"
 cp "$VMLINUZ" "$OUT.tmp/vmlinuz"
 cat >"$OUT.tmp/assets.json" <<EOF
-{"key":"$KEY","kernel":"$OUT/vmlinuz","initrd":"$OUT/base.cpio.gz","kernelRelease":"$KREL","kernelDeb":"$(basename "$KDEB")","modules":"$(echo $MODS)","builtAt":"$(date -u +%FT%TZ)"}
+{"key":"$KEY","kernel":"$OUT/vmlinuz","initrd":"$OUT/base.cpio.gz","fioCpio":"$OUT/fio.cpio","kernelRelease":"$KREL","kernelDeb":"$(basename "$KDEB")","modules":"$(echo $MODS)","builtAt":"$(date -u +%FT%TZ)"}
 EOF
 sed -i "s#$OUT.tmp#$OUT#g" "$OUT.tmp/assets.json"
 rm -rf "$OUT"
 mv "$OUT.tmp" "$OUT"
 cp "$OUT/assets.json" "$CACHE/assets.json"
-log "built $OUT ($(du -h "$OUT/base.cpio.gz" | cut -f1) initramfs, kernel $KREL)"
+log "built $OUT ($(du -h "$OUT/base.cpio.gz" | cut -f1) base initramfs + $(du -h "$OUT/fio.cpio" | cut -f1) fio.cpio, kernel $KREL)"
 cat "$OUT/assets.json"; echo

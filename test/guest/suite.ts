@@ -53,6 +53,11 @@ export interface GuestSuiteOptions {
   /** guest sees discard_max_bytes > 0 / write_zeroes_max_bytes > 0 (default true) */
   expectDiscard?: boolean;
   expectWriteZeroes?: boolean;
+  /** expected /sys/block/vda/queue/write_cache: "write back" (FLUSH + wce=1) or "write through";
+   * default "write back" for builtin, unchecked otherwise (qemu-storage-daemon 7.2 reports wce=0) */
+  expectWriteCache?: "write back" | "write through";
+  /** virtio feature names the guest must have negotiated, e.g. ["MQ", "EVENT_IDX", "FLUSH"] */
+  expectFeatures?: string[];
   /** skip the whole suite with this reason (e.g. "bench/dist/cli.js not built") */
   skipReason?: string;
   /** per-test vitest timeout (default 300 000 ms) */
@@ -144,6 +149,45 @@ export function checkFioVerifyImage(img: string, sizeBytes: number): { bad: numb
 
 const PATTERN = Buffer.from("VBLKPATTERN-0123");
 
+const FEATURE_NAMES: Record<number, string> = {
+  0: "BARRIER",
+  1: "SIZE_MAX",
+  2: "SEG_MAX",
+  4: "GEOMETRY",
+  5: "RO",
+  6: "BLK_SIZE",
+  7: "SCSI",
+  9: "FLUSH",
+  10: "TOPOLOGY",
+  11: "CONFIG_WCE",
+  12: "MQ",
+  13: "DISCARD",
+  14: "WRITE_ZEROES",
+  15: "LIFETIME",
+  16: "SECURE_ERASE",
+  17: "ZONED",
+  24: "NOTIFY_ON_EMPTY",
+  27: "ANY_LAYOUT",
+  28: "INDIRECT_DESC",
+  29: "EVENT_IDX",
+  32: "VERSION_1",
+  33: "ACCESS_PLATFORM",
+  34: "RING_PACKED",
+  35: "IN_ORDER",
+  36: "ORDER_PLATFORM",
+  37: "SR_IOV",
+  38: "NOTIFICATION_DATA",
+  39: "NOTIF_CONFIG_DATA",
+  40: "RING_RESET",
+};
+
+/** Names of the bits set in /sys/bus/virtio/devices/virtioN/features (a '0'/'1' string, bit 0 first). */
+export function decodeVirtioBlkFeatures(bits: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < bits.length; i++) if (bits[i] === "1") out.push(FEATURE_NAMES[i] ?? `bit${i}`);
+  return out;
+}
+
 /**
  * Register the standard real-guest tests for one backend configuration.
  * @returns the describe() title
@@ -179,121 +223,131 @@ export function defineGuestSuite(opts: GuestSuiteOptions): string {
   };
 
   describe(title, () => {
-    it.skipIf(!!skip || !checks.includes("info"))(
-      "info: size, queues, serial, flags",
-      async () => {
-        await withImage(imageMiB, "sparse", async (img) => {
-          const r = await runOn(img, "info");
-          expectOk(r);
-          const info = sectionJson(r, "info");
-          console.info(`[${title}] info (${r.accel}, ${r.durationMs} ms):`, JSON.stringify(info));
-          expect(info.sectors).toBe((imageMiB * MiB) / 512);
-          expect(info.sizeBytes).toBe(imageMiB * MiB);
-          expect(info.queues).toBe(q);
-          expect(info.ro).toBe(0);
-          expect(info.logicalBlockSize).toBe(512);
-          if (expectSerial !== undefined) expect(info.serial).toBe(expectSerial);
-          if (opts.expectDiscard ?? true) expect(info.discardMaxBytes).toBeGreaterThan(0);
-          if (opts.expectWriteZeroes ?? true) expect(info.writeZeroesMaxBytes).toBeGreaterThan(0);
-          expect(info.writeCache).toBe("write back");
-        });
-      },
-      timeout,
-    );
-
-    it.skipIf(!!skip || !checks.includes("fs"))(
-      "fs: mkfs.ext4, write, sync, fsck clean, verify after remount; host sees the files",
-      async () => {
-        await withImage(fsMiB, "sparse", async (img) => {
-          const r = await runOn(img, "fs");
-          const fs = sectionJson(r, "fs");
-          console.info(`[${title}] fs (${r.accel}, ${r.durationMs} ms):`, JSON.stringify(fs));
-          expectOk(r);
-          expect(fs).toMatchObject({ mkfs: 0, mount1: 0, write: 0, sync: 0, umount1: 0, fsck: 0 });
-          expect(fs).toMatchObject({ mount2: 0, verify: 0, cmp: 0, umount2: 0 });
-          expect(fs.files).toBe(52);
-          // host: the image is a clean ext4 holding what the guest wrote
-          const fsck = spawnSync("fsck.ext4", ["-f", "-n", img], { encoding: "utf8" });
-          expect(fsck.status, fsck.stdout + fsck.stderr).toBe(0);
-          const known = spawnSync("debugfs", ["-R", "cat /known.txt", img], {
-            encoding: "buffer",
-            maxBuffer: 64 * MiB,
+    if (checks.includes("info"))
+      it.skipIf(!!skip)(
+        "info: size, queues, serial, flags",
+        async () => {
+          await withImage(imageMiB, "sparse", async (img) => {
+            const r = await runOn(img, "info");
+            expectOk(r);
+            const info = sectionJson(r, "info");
+            console.info(`[${title}] info (${r.accel}, ${r.durationMs} ms):`, JSON.stringify(info));
+            expect(info.sectors).toBe((imageMiB * MiB) / 512);
+            expect(info.sizeBytes).toBe(imageMiB * MiB);
+            expect(info.queues).toBe(q);
+            expect(info.ro).toBe(0);
+            expect(info.logicalBlockSize).toBe(512);
+            if (expectSerial !== undefined) expect(info.serial).toBe(expectSerial);
+            if (opts.expectDiscard ?? true) expect(info.discardMaxBytes).toBeGreaterThan(0);
+            if (opts.expectWriteZeroes ?? true) expect(info.writeZeroesMaxBytes).toBeGreaterThan(0);
+            const wc = opts.expectWriteCache ?? (opts.backend === "builtin" ? "write back" : undefined);
+            if (wc !== undefined) expect(info.writeCache).toBe(wc);
+            const features = decodeVirtioBlkFeatures(info.virtioFeatures);
+            console.info(`[${title}] negotiated features: ${features.join(" ")}`);
+            expect(features).toContain("VERSION_1");
+            if (q > 1) expect(features).toContain("MQ");
+            for (const f of opts.expectFeatures ?? []) expect(features).toContain(f);
           });
-          expect(known.status).toBe(0);
-          expect(known.stdout.toString()).toBe(knownText());
-          expect(fs.knownMd5).toBe(md5(knownText()));
-          const rand = spawnSync("debugfs", ["-R", "cat /rand.bin", img], {
-            encoding: "buffer",
-            maxBuffer: 64 * MiB,
+        },
+        timeout,
+      );
+
+    if (checks.includes("fs"))
+      it.skipIf(!!skip)(
+        "fs: mkfs.ext4, write, sync, fsck clean, verify after remount; host sees the files",
+        async () => {
+          await withImage(fsMiB, "sparse", async (img) => {
+            const r = await runOn(img, "fs");
+            const fs = sectionJson(r, "fs");
+            console.info(`[${title}] fs (${r.accel}, ${r.durationMs} ms):`, JSON.stringify(fs));
+            expectOk(r);
+            expect(fs).toMatchObject({ mkfs: 0, mount1: 0, write: 0, sync: 0, umount1: 0, fsck: 0 });
+            expect(fs).toMatchObject({ mount2: 0, verify: 0, cmp: 0, umount2: 0 });
+            expect(fs.files).toBe(52);
+            // host: the image is a clean ext4 holding what the guest wrote
+            const fsck = spawnSync("fsck.ext4", ["-f", "-n", img], { encoding: "utf8" });
+            expect(fsck.status, fsck.stdout + fsck.stderr).toBe(0);
+            const known = spawnSync("debugfs", ["-R", "cat /known.txt", img], {
+              encoding: "buffer",
+              maxBuffer: 64 * MiB,
+            });
+            expect(known.status).toBe(0);
+            expect(known.stdout.toString()).toBe(knownText());
+            expect(fs.knownMd5).toBe(md5(knownText()));
+            const rand = spawnSync("debugfs", ["-R", "cat /rand.bin", img], {
+              encoding: "buffer",
+              maxBuffer: 64 * MiB,
+            });
+            expect(rand.status).toBe(0);
+            expect(rand.stdout.length).toBe(fs.randMiB * MiB);
+            expect(md5(rand.stdout)).toBe(fs.randMd5);
           });
-          expect(rand.status).toBe(0);
-          expect(rand.stdout.length).toBe(fs.randMiB * MiB);
-          expect(md5(rand.stdout)).toBe(fs.randMd5);
-        });
-      },
-      timeout,
-    );
+        },
+        timeout,
+      );
 
-    it.skipIf(!!skip || !checks.includes("fio-verify"))(
-      "fio-verify: random 4k writes over the whole disk by 2 jobs, crc32c verified; host sees every block",
-      async () => {
-        await withImage(imageMiB, "zero", async (img) => {
-          const r = await runOn(img, "fio-verify", { NUMJOBS: 2, IODEPTH: 16 });
-          const params = sectionJson(r, "params");
-          const fio = sectionJson(r, "fio");
-          console.info(`[${title}] fio-verify (${r.accel}, ${r.durationMs} ms):`, JSON.stringify(params));
-          expectOk(r);
-          expect(params.rc).toBe(0);
-          expect(fio.jobs).toHaveLength(2);
-          let written = 0;
-          let verified = 0;
-          for (const j of fio.jobs) {
-            expect(j.error).toBe(0);
-            written += j.write.io_bytes;
-            verified += j.read.io_bytes;
-          }
-          expect(written).toBe(imageMiB * MiB);
-          expect(verified).toBe(imageMiB * MiB);
-          const host = checkFioVerifyImage(img, imageMiB * MiB);
-          expect(host, `blocks without a valid fio header in ${img}`).toEqual({ bad: 0, firstBad: [] });
-        });
-      },
-      timeout,
-    );
+    if (checks.includes("fio-verify"))
+      it.skipIf(!!skip)(
+        "fio-verify: random 4k writes over the whole disk by 2 jobs, crc32c verified; host sees every block",
+        async () => {
+          await withImage(imageMiB, "zero", async (img) => {
+            const r = await runOn(img, "fio-verify", { NUMJOBS: 2, IODEPTH: 16 });
+            const params = sectionJson(r, "params");
+            const fio = sectionJson(r, "fio");
+            console.info(`[${title}] fio-verify (${r.accel}, ${r.durationMs} ms):`, JSON.stringify(params));
+            expectOk(r);
+            expect(params.rc).toBe(0);
+            expect(fio.jobs).toHaveLength(2);
+            let written = 0;
+            let verified = 0;
+            for (const j of fio.jobs) {
+              expect(j.error).toBe(0);
+              written += j.write.io_bytes;
+              verified += j.read.io_bytes;
+            }
+            expect(written).toBe(imageMiB * MiB);
+            expect(verified).toBe(imageMiB * MiB);
+            const host = checkFioVerifyImage(img, imageMiB * MiB);
+            expect(host, `blocks without a valid fio header in ${img}`).toEqual({ bad: 0, firstBad: [] });
+          });
+        },
+        timeout,
+      );
 
-    it.skipIf(!!skip || !checks.includes("flush-discard"))(
-      "flush-discard: pattern persists after fsync; discard and write-zeroes ranges read as zeros in guest and image",
-      async () => {
-        await withImage(imageMiB, "zero", async (img) => {
-          const r = await runOn(img, "flush-discard");
-          const fd = sectionJson(r, "flush-discard");
-          console.info(`[${title}] flush-discard (${r.accel}, ${r.durationMs} ms):`, JSON.stringify(fd));
-          expectOk(r);
-          expect(fd).toMatchObject({ write: 0, fsync: 0, zeroout: 0 });
-          expect(fd.before).toEqual(fd.patternMd5);
-          expect(fd.after.k).toBe(fd.patternMd5.k);
-          expect(fd.after.z).toBe(fd.zeroMd5.z);
-          if (discardZeroes) {
-            expect(fd.discard).toBe(0);
-            expect(fd.after.d).toBe(fd.zeroMd5.d);
-          }
-          // host view of the image: zeros everywhere except the pattern in region K
-          // (region D is left out when the backend is not expected to zero discards)
-          const [kOff, kLen] = fd.regions.k as [number, number];
-          const [dOff, dLen] = fd.regions.d as [number, number];
-          const expected = Buffer.alloc(imageMiB * MiB);
-          for (let i = 0; i < kLen; i += PATTERN.length) PATTERN.copy(expected, kOff + i);
-          const actual = readRange(img, 0, imageMiB * MiB);
-          if (!discardZeroes) actual.fill(0, dOff, dOff + dLen);
-          if (!actual.equals(expected)) {
-            let first = 0;
-            while (first < actual.length && actual[first] === expected[first]) first++;
-            throw new Error(`image differs from the expected content first at byte ${first} (${img})`);
-          }
-        });
-      },
-      timeout,
-    );
+    if (checks.includes("flush-discard"))
+      it.skipIf(!!skip)(
+        "flush-discard: pattern persists after fsync; discard and write-zeroes ranges read as zeros in guest and image",
+        async () => {
+          await withImage(imageMiB, "zero", async (img) => {
+            const r = await runOn(img, "flush-discard");
+            const fd = sectionJson(r, "flush-discard");
+            console.info(`[${title}] flush-discard (${r.accel}, ${r.durationMs} ms):`, JSON.stringify(fd));
+            expectOk(r);
+            expect(fd).toMatchObject({ write: 0, fsync: 0, zeroout: 0 });
+            expect(fd.before).toEqual(fd.patternMd5);
+            expect(fd.after.k).toBe(fd.patternMd5.k);
+            expect(fd.after.z).toBe(fd.zeroMd5.z);
+            if (discardZeroes) {
+              expect(fd.discard).toBe(0);
+              expect(fd.after.d).toBe(fd.zeroMd5.d);
+            }
+            // host view of the image: zeros everywhere except the pattern in region K
+            // (region D is left out when the backend is not expected to zero discards)
+            const [kOff, kLen] = fd.regions.k as [number, number];
+            const [dOff, dLen] = fd.regions.d as [number, number];
+            const expected = Buffer.alloc(imageMiB * MiB);
+            for (let i = 0; i < kLen; i += PATTERN.length) PATTERN.copy(expected, kOff + i);
+            const actual = readRange(img, 0, imageMiB * MiB);
+            if (!discardZeroes) actual.fill(0, dOff, dOff + dLen);
+            if (!actual.equals(expected)) {
+              let first = 0;
+              while (first < actual.length && actual[first] === expected[first]) first++;
+              throw new Error(`image differs from the expected content first at byte ${first} (${img})`);
+            }
+          });
+        },
+        timeout,
+      );
   });
   return title;
 }

@@ -38,7 +38,7 @@ while (completed < count) {
   while (submitted < count && freeSlots.length > 0) {
     const slot = freeSlots.pop();
     const k = submitted;
-    const sector = firstSector + (k % span) * secPerBlock;
+    const sector = firstSector + ((workerData.scatter ? k * 7919 : k) % span) * secPerBlock;
     const gpa = dataGpa + slot * bs;
     const view = mem.slice(gpa, bs);
     let head;

@@ -23,6 +23,8 @@ export interface JobSpec {
   bs: number;
   pollNs?: number;
   tag?: number;
+  /** Visit blocks in a scattered order (k * 7919 mod span) instead of sequentially. */
+  scatter?: boolean;
 }
 
 /** Run one driver job per spec, each in its own worker thread (a vCPU). */
