@@ -12,7 +12,6 @@ const { desc, dataGpa, depth, count, mode, firstSector, span, bs, pollNs = 20000
 const h = openDriverQueue(desc);
 const mem = h.mem;
 h.queue.disableInterrupts();
-const slotOf = new Map();
 const freeSlots = [];
 for (let i = depth - 1; i >= 0; i--) freeSlots.push(i);
 const secPerBlock = bs / 512;
