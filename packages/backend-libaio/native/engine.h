@@ -50,6 +50,7 @@ struct EngineConfig {
   bool direct = false;
   uint32_t blockSize = 512;
   bool isBlockDevice = false;
+  bool drainOnReap = false;  // reap() also clears the completion eventfd (one read(2))
   uint32_t depth = 256;
   uint32_t maxIov = kMaxIovLimit;
   uint32_t sqCapacity = 0;   // 0: derived from depth

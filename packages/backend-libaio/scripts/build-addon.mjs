@@ -22,6 +22,8 @@ try {
 }
 const r = spawnSync(process.execPath, [gyp, "rebuild"], { cwd: here, stdio: "inherit" });
 if (r.status !== 0) {
-  console.warn(`[vblk] native addon build failed (exit ${r.status}); io_uring/libaio engines unavailable, threads engine will serve`);
+  console.warn(
+    `[vblk] native addon build failed (exit ${r.status}); io_uring/libaio engines unavailable, threads engine will serve`,
+  );
 }
 process.exit(0);

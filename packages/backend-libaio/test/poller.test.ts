@@ -161,5 +161,40 @@ describe.skipIf(!native)("Poller", () => {
         tmp.cleanup();
       }
     });
+
+    it.skipIf(probe !== true)(`${kind}: reap() leaves completionFd to the poller unless drainOnReap`, () => {
+      const tmp = makeTmpDir(`drain-${kind}`);
+      try {
+        const path = join(tmp.dir, "d.img");
+        makeImage(path, 1024 * 1024);
+        const g = allocGuestMemory(1024 * 1024);
+        for (const drainOnReap of [false, true]) {
+          const f = openBlockFile(path, { direct: true, readOnly: true });
+          const e = new NativeEngine({
+            kind,
+            fd: f.fd,
+            ownsFd: true,
+            direct: f.direct,
+            blockSize: f.logicalBlockSize,
+            isBlockDevice: false,
+            regions: [new Uint8Array(g.buffer)],
+            drainOnReap,
+          });
+          const b = new Batch(e);
+          b.add(OP_READ, 1, 0, [[0, 0, 4096]]);
+          b.submit();
+          let got = 0;
+          for (let i = 0; i < 10_000 && got === 0; i++) got = e.reap(); // spin, no sleeping
+          if (got === 0) got = e.waitCompletions(1, 5000);
+          expect(got).toBe(1);
+          if (drainOnReap) expect(eventfdRead(e.completionFd)).toBe(0);
+          else expect(eventfdRead(e.completionFd)).toBeGreaterThan(0);
+          e.close();
+        }
+        closeFd(g.fd);
+      } finally {
+        tmp.cleanup();
+      }
+    });
   }
 });
