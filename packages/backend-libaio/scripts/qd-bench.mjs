@@ -17,7 +17,7 @@
 //          --json (one JSON line instead of text)
 import { spawnSync } from "node:child_process";
 import { randomFillSync } from "node:crypto";
-import { closeSync, existsSync, openSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, openSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -125,7 +125,7 @@ while (now < tEnd) {
     const slot = cq[2 * i];
     if (cq[2 * i + 1] !== bs) errors++;
     const us = Math.round((now - started[slot]) * 1000);
-    hist[us > 100_000 ? 100_000 : us]++;
+    hist[Math.min(us, 100_000)]++;
     queue(slot);
   }
   done += k;
