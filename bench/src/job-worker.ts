@@ -270,7 +270,8 @@ export default function runJob(task: JobTask): JobResult {
         lastCompletionT = tc;
         if (!recording && tc >= rampEnd) {
           recording = true;
-          measureStart = tc;
+          // the window starts at the end of the ramp; this batch completed after it
+          measureStart = rampEnd;
           resetDir(result.read);
           resetDir(result.write);
           prog[4] = JobState.running;

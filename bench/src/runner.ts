@@ -271,8 +271,21 @@ async function runOnImage(
     pollMaxNs: opts.pollMaxNs,
     eventIdx: opts.eventIdx,
   };
-  const device = await VirtioBlkDevice.create(devOpts);
-  let pool: Piscina | undefined;
+  // Start the job threads first: their start-up overlaps the device's.
+  const pool = new Piscina({
+    filename: new URL("./job-worker.js", import.meta.url).href,
+    minThreads: opts.numjobs,
+    maxThreads: opts.numjobs,
+    concurrentTasksPerWorker: 1,
+    idleTimeout: 60_000,
+  });
+  let device: VirtioBlkDevice;
+  try {
+    device = await VirtioBlkDevice.create(devOpts);
+  } catch (e) {
+    await pool.destroy();
+    throw e;
+  }
   const ctl = controlBuffer(opts.numjobs);
   const ctl32 = new Int32Array(ctl);
   const stop = () => {
@@ -293,13 +306,6 @@ async function runOnImage(
     if (conn.end > layout.dataBase)
       throw new Error(`internal: driver rings end at ${conn.end}, past the data area at ${layout.dataBase}`);
 
-    pool = new Piscina({
-      filename: new URL("./job-worker.js", import.meta.url).href,
-      minThreads: opts.numjobs,
-      maxThreads: opts.numjobs,
-      concurrentTasksPerWorker: 1,
-      idleTimeout: 60_000,
-    });
     const per = Math.floor(nblocks / opts.numjobs);
     const tasks: JobTask[] = [];
     for (let j = 0; j < opts.numjobs; j++) {
@@ -333,7 +339,7 @@ async function runOnImage(
 
     let failure: Error | undefined;
     const running = tasks.map((t) =>
-      pool!.run(t).then(
+      pool.run(t).then(
         (r) => r as JobResult,
         (e: Error) => {
           failure ??= e;
@@ -424,7 +430,7 @@ async function runOnImage(
     if (rampTimer) clearTimeout(rampTimer);
     ctx.signal?.removeEventListener("abort", onAbort);
     stop();
-    if (pool) await pool.destroy();
+    await pool.destroy();
     await device.close();
   }
 }
