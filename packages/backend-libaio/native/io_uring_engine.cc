@@ -72,30 +72,25 @@ std::string SetupErrorText(int err) {
 // Optional setup flags, most wanted first; dropped one by one on EINVAL
 // (older kernels reject flags they do not know).
 //
-// COOP_TASKRUN is deliberately not in this list: with it, completions wait
-// as task work until the thread enters the kernel, and the registered
-// eventfd is not signalled while the thread sleeps in epoll_wait on it, so a
-// Poller-based IOThread would not wake for completions.
+// COOP_TASKRUN + TASKRUN_FLAG: completions are not pushed at a thread that
+// is running in userspace with an IPI; the kernel sets IORING_SQ_TASKRUN and
+// the next reap() enters the kernel once to collect them (BeforeHarvest). A
+// thread sleeping in epoll_wait / io_uring_enter is still woken (seen on
+// 6.18: the Poller tests cover it). VBLK_IOURING_COOP_TASKRUN=0 turns it off.
+constexpr unsigned kCoop = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
 const unsigned kFlagSets[] = {
+    IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | kCoop,
+    IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | kCoop,
     IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER,
     IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL,
     IORING_SETUP_CLAMP,
 };
 
 int SetupRing(unsigned entries, struct io_uring_params* p, unsigned* flagsUsed) {
-  // VBLK_IOURING_COOP_TASKRUN=1 adds COOP_TASKRUN|TASKRUN_FLAG (experiments only).
   const char* coop = std::getenv("VBLK_IOURING_COOP_TASKRUN");
-  unsigned extra = (coop && coop[0] == '1') ? (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG) : 0;
-  if (extra) {
-    std::memset(p, 0, sizeof *p);
-    p->flags = kFlagSets[0] | extra;
-    int fd = SysSetup(entries, p);
-    if (fd >= 0) {
-      *flagsUsed = p->flags;
-      return fd;
-    }
-  }
+  bool noCoop = coop && coop[0] == '0';
   for (unsigned flags : kFlagSets) {
+    if (noCoop && (flags & kCoop)) continue;
     std::memset(p, 0, sizeof *p);
     p->flags = flags;
     int fd = SysSetup(entries, p);
@@ -174,6 +169,7 @@ class IoUringEngine final : public Engine {
     if (setupFlags_ & IORING_SETUP_SUBMIT_ALL) f += " SUBMIT_ALL";
     if (setupFlags_ & IORING_SETUP_SINGLE_ISSUER) f += " SINGLE_ISSUER";
     if (setupFlags_ & IORING_SETUP_COOP_TASKRUN) f += " COOP_TASKRUN";
+    if (setupFlags_ & IORING_SETUP_TASKRUN_FLAG) f += " TASKRUN_FLAG";
     return "io_uring sq=" + std::to_string(sqEntries_) + " cq=" + std::to_string(cqEntries_) +
            " depth=" + std::to_string(depth_) + " flags: CLAMP" + f +
            ((features_ & IORING_FEAT_EXT_ARG) ? " ext_arg" : "");
@@ -279,8 +275,8 @@ class IoUringEngine final : public Engine {
   }
 
   void BeforeHarvest() override {
-    // With TASKRUN_FLAG / after a CQ overflow the kernel asks us to enter it
-    // so it can post completions. Neither is set up today; cheap to honour.
+    // With COOP_TASKRUN|TASKRUN_FLAG (or after a CQ overflow) the kernel asks
+    // us to enter it so that it can post the completions it is holding.
     uint32_t f = __atomic_load_n(sqFlags_, __ATOMIC_RELAXED);
     if (f & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) {
       SysEnter(ringFd_, 0, 0, IORING_ENTER_GETEVENTS, nullptr, 0);
