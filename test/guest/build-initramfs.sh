@@ -279,5 +279,10 @@ sed -i "s#$OUT.tmp#$OUT#g" "$OUT.tmp/assets.json"
 rm -rf "$OUT"
 mv "$OUT.tmp" "$OUT"
 cp "$OUT/assets.json" "$CACHE/assets.json"
+# drop builds made under older keys
+for d in "$CACHE"/*/; do
+  b="$(basename "$d")"
+  if [[ "$b" =~ ^[0-9a-f]{16}$ ]] && [ "$b" != "$KEY" ]; then rm -rf "$d"; fi
+done
 log "built $OUT ($(du -h "$OUT/base.cpio.gz" | cut -f1) base initramfs + $(du -h "$OUT/fio.cpio" | cut -f1) fio.cpio, kernel $KREL)"
 cat "$OUT/assets.json"; echo

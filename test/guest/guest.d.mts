@@ -7,6 +7,8 @@ export interface GuestAssets {
   key: string;
   kernel: string;
   initrd: string;
+  /** fio + its shared libraries, appended to the initramfs for workloads that use fio */
+  fioCpio: string;
   kernelRelease: string;
   kernelDeb: string;
   modules: string;
@@ -51,6 +53,8 @@ export interface GuestRunOptions {
   workload?: string;
   /** or: shell script text to run in the guest instead of a named workload */
   script?: string;
+  /** append fio.cpio (default: when the workload script mentions fio) */
+  withFio?: boolean;
   /** environment for the workload (exported in the guest before it runs) */
   env?: Record<string, string | number>;
   /** num-queues of the device (default 2) */

@@ -239,7 +239,7 @@ function workloadCpio(opts) {
     .map(([k, v]) => `export ${k}=${shQuote(v)}\n`)
     .join("");
   files.push({ name: "workload/env", mode: 0o100644, data: Buffer.from(env) });
-  return gzipSync(cpioNewc(files), { level: 1 });
+  return { cpio: gzipSync(cpioNewc(files), { level: 1 }), script };
 }
 
 // ------------------------------------------------------------------ serial parsing
@@ -423,7 +423,15 @@ export async function runGuest(opts) {
   const socket = join(sockDir, "blk.sock");
   const serialLog = join(logDir, "serial.log");
   const initrd = join(logDir, "run.img");
-  writeFileSync(initrd, Buffer.concat([readFileSync(assets.initrd), workloadCpio(opts)]));
+  // base.cpio.gz [+ fio.cpio] + workload.cpio.gz: the kernel unpacks concatenated archives;
+  // each piece is zero-padded to 512 bytes so an uncompressed one starts 4-byte aligned.
+  const wl = workloadCpio(opts);
+  const withFio = opts.withFio ?? /\bfio\b/.test(wl.script);
+  const pieces = [readFileSync(assets.initrd)];
+  if (withFio) pieces.push(readFileSync(assets.fioCpio));
+  pieces.push(wl.cpio);
+  const padded = pieces.flatMap((b) => [b, Buffer.alloc((512 - (b.length % 512)) % 512)]);
+  writeFileSync(initrd, Buffer.concat(padded));
 
   const serial = opts.serial ?? "vblk-guest";
   const ctx = { socket, image, numQueues, readonly: opts.readonly ? 1 : 0, serial, queueSize };
@@ -695,6 +703,8 @@ options:
   --env K=V                          workload environment (repeatable)
   --accel auto|tcg|kvm               (default auto)
   --timeout SEC                      hard limit for the whole guest (default 180)
+  --smp N                            vCPUs (default 2)
+  --cmdline "ARGS"                   extra kernel command line
   --json                             print the whole result as JSON
 In the vhost-user server command, {socket} {image} {numQueues} {queueSize} {readonly}
 {serial} are replaced, e.g.:
@@ -742,6 +752,8 @@ async function cli(argv) {
     else if (a === "--accel") o.accel = next();
     else if (a === "--timeout") o.timeoutMs = Number(next()) * 1000;
     else if (a === "--json") o.json = true;
+    else if (a === "--cmdline") o.cmdline = next();
+    else if (a === "--smp") o.smp = Number(next());
     else if (a === "--env") {
       const [k, ...v] = next().split("=");
       o.env[k] = v.join("=");
