@@ -197,6 +197,7 @@ export function deviceSection(r: BenchResult): string[] {
     q.interrupts,
     q.kicks,
     q.errors,
+    jobByQueue.get(q.queue)?.kicks ?? "-",
     jobByQueue.get(q.queue)?.sleeps ?? "-",
   ]);
   for (const l of table(
@@ -211,6 +212,7 @@ export function deviceSection(r: BenchResult): string[] {
       "interrupts",
       "kicks",
       "errors",
+      "driver kicks",
       "driver sleeps",
     ],
     qrows,
