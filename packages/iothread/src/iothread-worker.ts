@@ -35,6 +35,7 @@ import {
 } from "@vblk/core";
 import { IoThreadCounter as IC, IOTHREAD_FIELDS, QueueCounter as QC, QUEUE_FIELDS } from "./counters.js";
 import { createEngine } from "./engine-registry.js";
+import { IoErrorHandler, Policy, type PolicyStart } from "./error-policy.js";
 import {
   Cmd,
   CTL_CMD,
@@ -59,6 +60,8 @@ type NativeMod = typeof import("@vblk/backend-libaio");
 let native: NativeMod | null = null;
 let poller: InstanceType<NativeMod["Poller"]> | null = null;
 const TOKEN_WAKE = 0x7fff_fff0;
+/** A sleep longer than this many poll windows means the queues were idle. */
+const IDLE_FACTOR = 32;
 const TOKEN_COMPLETION = 0x7fff_fff1;
 
 function post(m: FromIoThread): void {
@@ -111,13 +114,35 @@ let qbase: number[] = [];
 let blk!: BlkParams;
 let broken = false;
 let kickFds: number[] = [];
+// ---- error policies (error-policy.ts): rerror/werror, stop/resume, request timeout
+let ph: IoErrorHandler = undefined as unknown as IoErrorHandler;
+/** engine.reap's callback: onComplete, or onCompleteTimed when requestTimeoutMs > 0. */
+let reapCb: (tag: number, result: number) => void = onComplete;
+function completeReq(lq: number, head: number, r: BlkRequest): void {
+  writeBlkStatus(r, mem);
+  queues[lq]!.push(head, r.usedLen);
+  dirty[lq] = 1;
+}
+function onCompleteTimed(tag: number, result: number): void {
+  const t = ph.accept(tag);
+  if (t >= 0) onComplete(t, result);
+}
+/** How long an idle IOThread may sleep (timeouts and delayed engine completions need it back). */
+function sleepMs(): number {
+  const due = engine.nextDueMs?.();
+  const lim = ph.sleepLimitMs();
+  return due === undefined ? lim : Math.max(0, Math.min(due, lim));
+}
 
 function onComplete(tag: number, result: number): void {
   const lq = tag >>> 16;
   const head = tag & 0xffff;
   const r = reqs[lq]![head]!;
   finishBlkRequest(r, result);
-  if (r.status !== 0) cnt[qbase[lq]! + QC.errors]!++;
+  if (r.status !== 0) {
+    cnt[qbase[lq]! + QC.errors]!++;
+    if (ph.onError(lq, head, r, result)) return; // kept by the "stop" policy
+  }
   writeBlkStatus(r, mem);
   queues[lq]!.push(head, r.usedLen);
   dirty[lq] = 1;
@@ -144,6 +169,8 @@ function drain(lq: number): number {
     const io = parseBlkRequest(chain, mem, blk, r);
     if (io) {
       r.tag = (lq << 16) | head;
+      ph.popped(lq, head);
+      if (ph.timeoutMs > 0) ph.issue(lq, head, r);
       engine.enqueue(r);
       toEngine++;
       const op = r.op;
@@ -211,11 +238,16 @@ function run(): void {
   const shrink = init.pollShrink;
   let busyStart = nowNs();
   cnt[IC.pollNs] = pollNs;
+  const pauseWord = ph.pauseWord;
+  const timed = ph.timeoutMs > 0;
   for (;;) {
     cnt[IC.loops]!++;
+    // error policies: a stop/resume of the device; hung requests
+    if (Atomics.load(pauseWord, 0) !== ph.seenGeneration) ph.pauseChanged();
+    if (timed) ph.tick();
     // 1. drain, 2. submit
     let submitted = 0;
-    if (!broken) {
+    if (!broken && !ph.paused) {
       for (let lq = 0; lq < nq; lq++) {
         const q = queues[lq]!;
         try {
@@ -234,7 +266,7 @@ function run(): void {
       cnt[IC.submits]!++;
     }
     // 3. reap, 4. publish + interrupt
-    if (engine.inflight > 0) cnt[IC.reaped]! += engine.reap(onComplete);
+    if (engine.inflight > 0) cnt[IC.reaped]! += engine.reap(reapCb);
     publishAll();
     if (submitted > 0) continue;
     const cmd = Atomics.load(ctl, CTL_CMD);
@@ -246,10 +278,10 @@ function run(): void {
     // 5. idle: poll for a while, then sleep.
     const t0 = nowNs();
     let hit = false;
-    if (pollNs > 0 && !broken) {
+    if (pollNs > 0 && !broken && !ph.paused) {
       const until = t0 + pollNs;
       do {
-        if (engine.inflight > 0 && engine.reap(onComplete) > 0) {
+        if (engine.inflight > 0 && engine.reap(reapCb) > 0) {
           hit = true;
           break;
         }
@@ -283,7 +315,7 @@ function run(): void {
     // Sleep: notifications on, re-check (the race window), one wait.
     const snap = wakeBell !== null ? wakeBell.snapshot() : 0;
     let more = false;
-    if (!broken) {
+    if (!broken && !ph.paused) {
       for (let lq = 0; lq < nq; lq++) {
         try {
           if (queues[lq]!.enableNotification()) more = true;
@@ -293,17 +325,18 @@ function run(): void {
       }
     }
     if (more) continue;
-    if (engine.inflight > 0 && engine.reap(onComplete) > 0) {
+    if (engine.inflight > 0 && engine.reap(reapCb) > 0) {
       publishAll();
       continue;
     }
+    if (Atomics.load(pauseWord, 0) !== ph.seenGeneration) continue;
     const t1 = nowNs();
     cnt[IC.busyNs]! += t1 - busyStart;
     cnt[IC.pollMisses]!++;
     if (wakeBell !== null) {
-      wakeBell.wait(snap, 1000);
+      wakeBell.wait(snap, sleepMs());
     } else {
-      const n = poller!.wait(1000);
+      const n = poller!.wait(sleepMs());
       const ready = poller!.ready;
       for (let i = 0; i < n; i++) {
         const t = ready[i]!;
@@ -316,11 +349,13 @@ function run(): void {
     cnt[IC.idleNs]! += blockNs;
     // Adaptive polling. QEMU grows its window only when a sleep was shorter
     // than poll-max-ns; here a futex/epoll wake-up alone costs ~50 us
-    // (facts.md), so every sleep looks long and the window would stay at 0.
-    // So: hits grow the window (above), a sleep longer than poll-max shrinks
-    // it, never below a floor of poll-max/8.
+    // (facts.md), so under load every sleep looks longer than poll-max and
+    // the window would collapse to 0 exactly when it matters. So: hits grow
+    // the window (above), a sleep that shows the queues really were idle
+    // (longer than IDLE_FACTOR x poll-max) shrinks it, never below a floor
+    // of poll-max/8; shorter sleeps grow it again.
     if (pollMax > 0) {
-      if (blockNs > pollMax)
+      if (blockNs > pollMax * IDLE_FACTOR)
         pollNs = Math.max(pollFloor, shrink > 0 ? Math.floor(pollNs / shrink) : pollFloor);
       else pollNs = Math.min(pollMax, pollNs * grow);
       cnt[IC.pollNs] = pollNs;
@@ -328,12 +363,14 @@ function run(): void {
   }
   // Stopping: let in-flight I/O finish (bounded) and publish it.
   const deadline = Date.now() + 10_000;
-  while (engine.inflight > 0 && Date.now() < deadline) {
-    if (engine.reap(onComplete) === 0) {
+  while (engine.inflight > ph.zombies && Date.now() < deadline) {
+    if (timed) ph.tick();
+    if (engine.reap(reapCb) === 0) {
       if (wakeBell !== null) wakeBell.wait(wakeBell.snapshot(), 5);
       else poller!.wait(5);
     }
   }
+  ph.failKept(); // "stop" policy: a reset completes what the device kept, with IOERR
   publishAll();
 }
 
@@ -369,6 +406,20 @@ function start(m: StartMessage): void {
     }
   }
   dirty = new Uint8Array(queues.length);
+  const pol: PolicyStart = m.policy ?? {
+    rerror: Policy.REPORT,
+    werror: Policy.ENOSPC,
+    requestTimeoutMs: 0,
+    state: new SharedArrayBuffer(80),
+  };
+  ph = new IoErrorHandler(pol, {
+    engine: () => engine,
+    queues: () => queues,
+    reqs: () => reqs,
+    complete: completeReq,
+    iothread: init.index,
+  });
+  reapCb = ph.timeoutMs > 0 ? onCompleteTimed : onComplete;
 }
 
 async function onStart(m: StartMessage): Promise<void> {
