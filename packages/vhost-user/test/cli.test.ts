@@ -1,0 +1,123 @@
+// `vblk serve` as a process: option errors, the threads engine refused, and a
+// full run (a front-end does I/O on 2 queues over 2 IOThreads, SIGTERM, the
+// counters on stderr and in --stats-file, the socket file removed).
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { nativeAvailable } from "@vblk/backend-libaio";
+import { BlkStatus } from "@vblk/core";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { ServeStats } from "../dist/index.js";
+import { closeQueueFds, setupQueues, sharedGuestRam, TestFrontend, waitFor } from "./frontend.js";
+
+const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
+const native = nativeAvailable();
+let dir: string;
+let child: ChildProcess | null = null;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "vblk-cli-"));
+});
+afterEach(() => {
+  if (child && child.exitCode === null) child.kill("SIGKILL");
+  child = null;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function run(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 30_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe("vblk serve: options", () => {
+  it("refuses the threads engine with the reason", () => {
+    const r = run(["serve", "--socket", join(dir, "s"), "--image", "/dev/null", "--engine", "threads"]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/engine "threads" cannot serve vhost-user: .*eventfds.*epoll/);
+    expect(existsSync(join(dir, "s"))).toBe(false);
+  });
+
+  it("--socket is required; --image is required for file engines; bad numbers and JSON are named", () => {
+    expect(run(["serve", "--image", "x"]).stderr).toMatch(/--socket <path>/);
+    expect(run(["serve", "--socket", join(dir, "s")]).stderr).toMatch(/--image is required/);
+    expect(run(["serve", "--socket", "s", "--num-queues", "zero"]).stderr).toMatch(
+      /--num-queues must be an integer/,
+    );
+    expect(run(["serve", "--socket", "s", "--queue-size", "2000"]).stderr).toMatch(
+      /--queue-size must be in 4..1024/,
+    );
+    expect(run(["serve", "--socket", "s", "--iothread-vq-mapping", "{"]).stderr).toMatch(/not JSON/);
+    expect(run(["serve", "--socket", "s", "--engine", "nope"]).stderr).toMatch(/Allowed choices/);
+  });
+
+  it.skipIf(!native)("mapping errors come from the IOThread mapping rules", () => {
+    const r = run([
+      "serve",
+      ...["--socket", join(dir, "s"), "--engine", "null", "--num-queues", "4"],
+      ...["--iothread-vq-mapping", '[{"iothread":"a","vqs":[0,1]},{"iothread":"b","vqs":[1,2]}]'],
+    ]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/vq 1 of iothread "b" is already assigned to iothread "a"/);
+    expect(r.stderr).toMatch(/vq 3 of num-queues \(4\) is not assigned/);
+  });
+
+  it("--print-capabilities", () => {
+    const r = run(["serve", "--socket", "x", "--print-capabilities"]);
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ type: "block", features: ["blk-file", "read-only"] });
+  });
+});
+
+describe.skipIf(!native)("vblk serve: a run", () => {
+  it("serves a front-end on 2 queues / 2 IOThreads; SIGTERM prints and writes the counters", async () => {
+    const socket = join(dir, "vu.sock");
+    const statsFile = join(dir, "stats.json");
+    child = spawn(
+      process.execPath,
+      [
+        CLI,
+        "serve",
+        ...["--socket", socket, "--engine", "null", "--size", "64M", "--num-queues", "2"],
+        ...["--iothread-vq-mapping", '[{"iothread":"io-a"},{"iothread":"io-b"}]', "--stats-file", statsFile],
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let stderr = "";
+    child.stderr!.on("data", (d) => {
+      stderr += d;
+    });
+    const exited = new Promise<number | null>((r) => child!.on("exit", (code) => r(code)));
+    await waitFor(() => existsSync(socket), 20_000, `socket (stderr: ${stderr})`);
+    const fe = TestFrontend.connect(socket);
+    const ram = sharedGuestRam(8);
+    const { queues } = await setupQueues(fe, ram, { numQueues: 2 });
+    for (const q of queues) {
+      for (let i = 0; i < 10; i++) q.blk.read(i * 8, q.data, 4096);
+      q.kick();
+      for (const c of await q.complete(10)) expect(c.status).toBe(BlkStatus.OK);
+    }
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    await fe.closed;
+    closeQueueFds(queues);
+    ram.close();
+    expect(stderr).toMatch(/SIGTERM: stopping/);
+    expect(stderr).toMatch(/VBLK-STATS \{/);
+    expect(stderr).toMatch(/io-a\s+0\s+10/);
+    const s = JSON.parse(readFileSync(statsFile, "utf8")) as ServeStats;
+    expect(s.connections).toBe(1);
+    expect(s.mapping).toEqual([
+      { iothread: "io-a", vqs: [0] },
+      { iothread: "io-b", vqs: [1] },
+    ]);
+    expect(s.iothreads.map((t) => [t.name, t.requests, t.reads])).toEqual([
+      ["io-a", 10, 10],
+      ["io-b", 10, 10],
+    ]);
+    for (const t of s.iothreads) expect(t.busyNs).toBeGreaterThan(0);
+    expect(s.queues.map((q) => q.requests)).toEqual([10, 10]);
+    expect(existsSync(socket)).toBe(false);
+  });
+});
