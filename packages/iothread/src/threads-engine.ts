@@ -297,6 +297,7 @@ export class ThreadsEngine implements BlockEngine {
   private epochQueueHead = 0;
 
   private enqueued = 0;
+  private cancelled = 0;
   private readonly st = { submitted: 0, completed: 0, submitCalls: 0, errors: 0 };
 
   constructor(spec: FileEngineSpec, ctx: EngineContext, opts: ThreadsEngineOptions = {}) {
@@ -429,7 +430,7 @@ export class ThreadsEngine implements BlockEngine {
   }
 
   get inflight(): number {
-    return this.enqueued - this.st.completed;
+    return this.enqueued - this.st.completed - this.cancelled;
   }
 
   private check(): void {
@@ -577,6 +578,33 @@ export class ThreadsEngine implements BlockEngine {
       onComplete(p.tag, -ERRNO.EIO);
     }
     return waiting.length;
+  }
+
+  /**
+   * Forget a request that has not reached a worker yet (it waits in the
+   * backlog, is a held FLUSH, or is an unreaped local completion): returns
+   * true, and it is never reported. A request a worker has may still
+   * complete: false.
+   */
+  cancel(tag: number): boolean {
+    this.check();
+    const lt = this.localTags.indexOf(tag);
+    if (lt >= 0) {
+      this.localTags.splice(lt, 1);
+      this.localResults.splice(lt, 1);
+      this.cancelled++;
+      return true;
+    }
+    const fromBacklog = this.backlog.findIndex((p, i) => i >= this.backlogHead && p.tag === tag);
+    const fromHeld =
+      fromBacklog < 0 ? this.held.findIndex((p, i) => i >= this.heldHead && p.tag === tag) : -1;
+    if (fromBacklog < 0 && fromHeld < 0) return false;
+    const [p] = fromBacklog >= 0 ? this.backlog.splice(fromBacklog, 1) : this.held.splice(fromHeld, 1);
+    // A write that will never run no longer holds back the FLUSHes after it.
+    if (p!.op !== IoOp.FLUSH && p!.epoch >= 0) this.completeWrite(p!.epoch);
+    this.cancelled++;
+    this.pump();
+    return true;
   }
 
   stats(): ThreadsEngineStats {

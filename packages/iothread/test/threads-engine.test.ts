@@ -454,6 +454,35 @@ describe("threads engine: ordering, concurrency, errors, close", () => {
     expect(r.engine.workerError).toBeNull();
   });
 
+  it("cancel() forgets requests that have not reached a worker; a cancelled write releases the FLUSH after it", async () => {
+    const r = rig(image(4 * MiB), { workers: 1, ringSlots: 2 });
+    for (let i = 0; i < 4; i++) r.engine.enqueue(rq(IoOp.WRITE, i, i * 4096, [[0, 0, 4096]]));
+    r.engine.enqueue(rq(IoOp.FLUSH, 10, 0));
+    r.engine.enqueue(rq(IoOp.DISCARD, 11, 0, [], 4096));
+    expect(r.engine.backlogged).toBe(2);
+    expect(r.engine.heldFlushes).toBe(1);
+    expect(r.engine.inflight).toBe(6);
+    expect(r.engine.cancel(0)).toBe(false); // on the worker's ring
+    expect(r.engine.cancel(3)).toBe(true); // in the backlog
+    expect(r.engine.cancel(11)).toBe(true); // answered locally, not reaped yet
+    expect(r.engine.cancel(99)).toBe(false);
+    expect(r.engine.backlogged).toBe(1);
+    expect(r.engine.inflight).toBe(4);
+    r.engine.submit();
+    const order = (await r.drain(4)).map(([t]) => t);
+    expect(order.slice(0, 3).sort()).toEqual([0, 1, 2]);
+    expect(order[3]).toBe(10);
+    expect(r.engine.inflight).toBe(0);
+    // A held FLUSH can be cancelled too.
+    r.engine.enqueue(rq(IoOp.WRITE, 20, 0, [[0, 0, 4096]]));
+    r.engine.enqueue(rq(IoOp.FLUSH, 21, 0));
+    expect(r.engine.cancel(21)).toBe(true);
+    r.engine.submit();
+    expect(await r.drain(1)).toEqual([[20, 4096]]);
+    expect(r.engine.heldFlushes).toBe(0);
+    expect(r.engine.inflight).toBe(0);
+  });
+
   it("read-only: writes fail with -EROFS, reads and flushes work", async () => {
     const p = image(Buffer.alloc(MiB, 0x11));
     const r = rig(p, { readOnly: true });
