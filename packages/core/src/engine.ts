@@ -70,6 +70,19 @@ export interface BlockEngine {
   stats(): EngineStats;
   /** Release everything; waits (bounded) for in-flight I/O. Later calls throw. */
   close(): void;
+  /**
+   * Optional (error policies, docs/RELIABILITY.md): forget a request the
+   * device gave up on (requestTimeoutMs). Returns true when the engine will
+   * never report it; false when it may still complete (the device then drops
+   * that late completion).
+   */
+  cancel?(tag: number): boolean;
+  /**
+   * Optional: the longest (ms) an idle IOThread may sleep before it calls
+   * reap() again, for engines whose completions become due with time and
+   * ring nobody (the fault engine's added latency). Undefined: no limit.
+   */
+  nextDueMs?(): number | undefined;
 }
 
 /** The disk as the device presents it. */
@@ -113,6 +126,50 @@ export type EngineSpec =
       workers?: number;
       /** native engines: max in flight (default 256). */
       depth?: number;
-    };
+    }
+  | FaultEngineSpec;
+
+// ---- fault injection (tests; packages/iothread/src/fault-engine.ts) --------
+
+/**
+ * One fault rule of the fault-injecting engine. A request matches when its op
+ * and sector range match; the rule then fires (subject to nth/count/enabled)
+ * and does `action` instead of (error, hang) or on top of (short, delay) the
+ * inner engine's I/O.
+ */
+export interface FaultRule {
+  /** Operation to match (default "any"). */
+  op?: "read" | "write" | "flush" | "discard" | "write-zeroes" | "any";
+  /** Match requests touching 512-byte sectors [sector, sector + sectors); sectors defaults to 1. FLUSH never matches a sector rule. */
+  sector?: number;
+  sectors?: number;
+  /** Fire first on the nth matching request (1-based); then `count` times in all (default 1 with nth). */
+  nth?: number;
+  /** Fire at most this many times (default unlimited, or 1 with nth). */
+  count?: number;
+  /** Start enabled (default true); toggle from any thread with FaultControl. */
+  enabled?: boolean;
+  /**
+   * error: complete with -errno without doing the I/O; short: do only `bytes`
+   * of a READ/WRITE and report that; delay: add `delayMs` before the
+   * completion is reported; hang: never complete (until cancelled or closed).
+   */
+  action: "error" | "short" | "delay" | "hang";
+  /** error: an errno number or name (default "EIO"). */
+  errno?: number | "EIO" | "ENOSPC" | "EROFS" | "EINVAL" | "EDQUOT" | "ETIMEDOUT";
+  /** short: bytes actually transferred (default: half the request, rounded down to 512). */
+  bytes?: number;
+  /** delay: milliseconds (default 10). */
+  delayMs?: number;
+}
+
+/** The fault engine's spec: another engine wrapped with rules. */
+export interface FaultEngineSpec {
+  kind: "fault";
+  inner: EngineSpec;
+  faults: FaultRule[];
+  /** Rule counters shared by every IOThread (made by faultEngineSpec()). */
+  state?: SharedArrayBuffer;
+}
 
 export type EngineFactory = (spec: EngineSpec, ctx: EngineContext) => BlockEngine;

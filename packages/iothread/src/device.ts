@@ -24,6 +24,7 @@ import {
   Doorbell,
   type EngineSpec,
   encodeSerial,
+  type FaultRule,
   type GuestMemory,
   hasFeature,
   offeredFeatures,
@@ -35,6 +36,17 @@ import {
 } from "@vblk/core";
 import type { IoThreadCounters, QueueCounters } from "./counters.js";
 import { assertEngineName, type EngineName } from "./engine-spec.js";
+import {
+  type ErrorPolicy,
+  ErrorPolicyState,
+  type PolicyCounters,
+  type PolicyStart,
+  parseErrorPolicy,
+  parseRequestTimeout,
+  policyCode,
+  type StopReason,
+} from "./error-policy.js";
+import { FaultControl, faultEngineSpec } from "./fault-engine.js";
 import { IoThread, type StoppedInfo } from "./iothread.js";
 import type { QueueStart } from "./iothread-protocol.js";
 import {
@@ -95,6 +107,18 @@ export interface VirtioBlkDeviceOptions {
    * Not possible with the threads engine (its completions ring a doorbell).
    */
   useEventfd?: boolean;
+  // ---- reliability (error-policy.ts, fault-engine.ts, docs/RELIABILITY.md) ----
+  /** What a failed READ does: report (default), ignore, stop, enospc (QEMU's rerror). */
+  rerror?: ErrorPolicy;
+  /** What a failed WRITE/FLUSH/DISCARD/WRITE_ZEROES does: enospc (default), report, ignore, stop (QEMU's werror). */
+  werror?: ErrorPolicy;
+  /**
+   * A request the engine has not completed after this many ms completes
+   * with IOERR (counted in policyCounters().timedOut). 0 (default): never.
+   */
+  requestTimeoutMs?: number;
+  /** Tests: wrap the engine in the fault-injecting engine with these rules (see FaultRule). */
+  faults?: FaultRule[];
 }
 
 /** What a VMM (or vhost-user) supplies to start queues without the mmio transport. */
@@ -139,6 +163,11 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
   private lastStopped: StoppedInfo[] = [];
   /** Why the device needs a reset (undefined while healthy). */
   needsResetReason: string | undefined;
+  // ---- reliability: error policies, stop/resume, fault injection ----
+  private readonly policyState = new ErrorPolicyState();
+  private readonly policyStart: Omit<PolicyStart, "state">;
+  /** The fault engine's rule switches and counters (only with the `faults` option). */
+  readonly faults: FaultControl | null;
 
   private constructor(
     opts: VirtioBlkDeviceOptions,
@@ -146,8 +175,15 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
     iothreads: IoThread[],
     blkOpts: BlkDeviceOptions,
     engineName: string,
+    faults: FaultControl | null = null,
   ) {
     super();
+    this.policyStart = {
+      rerror: policyCode(opts.rerror ?? "report"),
+      werror: policyCode(opts.werror ?? "enospc"),
+      requestTimeoutMs: opts.requestTimeoutMs ?? 0,
+    };
+    this.faults = faults;
     this.memory = opts.memory;
     this.mapping = mapping;
     this.iothreadList = iothreads;
@@ -192,6 +228,9 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
     assertEngineName(engineName);
     if (opts.cache !== undefined && opts.cache !== "none" && opts.cache !== "writeback")
       throw new Error(`cache: unknown mode "${opts.cache}"; allowed: none, writeback`);
+    if (opts.rerror !== undefined) parseErrorPolicy("rerror", opts.rerror);
+    if (opts.werror !== undefined) parseErrorPolicy("werror", opts.werror);
+    parseRequestTimeout(opts.requestTimeoutMs);
     const pollMaxNs = opts.pollMaxNs ?? 32768;
     if (!Number.isInteger(pollMaxNs) || pollMaxNs < 0)
       throw new Error(`pollMaxNs must be an integer >= 0 (0 disables polling), got ${opts.pollMaxNs}`);
@@ -220,6 +259,13 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
       throw new Error(
         'useEventfd: the "threads" engine completes on a doorbell; use io_uring, libaio, null or memory',
       );
+    let engineSpec: EngineSpec = spec;
+    let faults: FaultControl | null = null;
+    if (opts.faults !== undefined) {
+      const fs = faultEngineSpec(spec, opts.faults);
+      engineSpec = fs;
+      faults = new FaultControl(fs);
+    }
     const regions = opts.memory.describe();
     for (const r of regions)
       if (!(r.buffer instanceof SharedArrayBuffer))
@@ -237,7 +283,7 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
             name,
             queues: mapping.iothreadQueues[i]!,
             memory: regions,
-            engine: spec,
+            engine: engineSpec,
             useEventfd,
             pollMaxNs,
             pollGrow: opts.pollGrow ?? 2,
@@ -250,7 +296,7 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
       await Promise.all(threads.map((t) => t.close()));
       throw e;
     }
-    return new VirtioBlkDevice(opts, mapping, threads, blkOpts, spec.kind);
+    return new VirtioBlkDevice(opts, mapping, threads, blkOpts, spec.kind, faults);
   }
 
   // ---- VirtioDevice (driven by the transport) -----------------------------
@@ -352,6 +398,9 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
       this.runIrqLoop(this.irqBell);
     }
     this.active = true;
+    this.policyState.clearForStart();
+    this.policyState.watch((r) => this.emit("stopped", r));
+    const policy: PolicyStart = { ...this.policyStart, state: this.policyState.buffer };
     const memory = this.memoryChanged ? this.memory.describe() : undefined;
     this.memoryChanged = false;
     await Promise.all(
@@ -380,6 +429,7 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
           eventIdx,
           indirect,
           blk: this.blkParams,
+          policy,
           ...(memory !== undefined ? { memory } : {}),
         });
       }),
@@ -403,6 +453,7 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
     if (!this.active) return [];
     const res = await Promise.allSettled(this.iothreadList.map((t) => t.stop()));
     this.active = false;
+    this.policyState.unwatch();
     this.irqLoop = false;
     this.irqBell?.ring();
     this.irqBell = null;
@@ -449,6 +500,35 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
         throw new Error("memory: every guest memory region must be backed by a SharedArrayBuffer");
     this.memory = memory;
     this.memoryChanged = true;
+  }
+
+  // ---- error policies: stop / resume (error-policy.ts) ---------------------
+
+  /**
+   * Leave a stop ("stopped" event, rerror/werror=stop or enospc): every
+   * IOThread retries the requests it kept, in the order it popped them, then
+   * pops again. Returns false when the device was not stopped. Emits "resumed".
+   */
+  resume(): boolean {
+    if (!this.policyState.resume()) return false;
+    for (const t of this.iothreadList) t.notify();
+    this.emit("resumed");
+    return true;
+  }
+
+  /** True while stopped by an error policy. */
+  get isStopped(): boolean {
+    return this.policyState.stopped;
+  }
+
+  /** Why the device stopped (undefined while running). */
+  get stopReason(): StopReason | undefined {
+    return this.policyState.reason();
+  }
+
+  /** Kept / timed-out / ignored / late / stops / retried, device-wide. */
+  policyCounters(): PolicyCounters {
+    return this.policyState.counters();
   }
 
   /** Resolves when the IOThreads run after DRIVER_OK (rejections are reported as needs-reset). */

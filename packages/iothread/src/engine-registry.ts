@@ -19,5 +19,10 @@ export async function createEngine(spec: EngineSpec, ctx: EngineContext): Promis
       const m = await import("./native-engine.js");
       return m.createNativeBlockEngine(spec, ctx);
     }
+    case "fault": {
+      // Tests: fault injection around another engine (fault-engine.ts).
+      const m = await import("./fault-engine.js");
+      return m.createFaultEngine(spec, ctx, createEngine);
+    }
   }
 }

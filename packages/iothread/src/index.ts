@@ -12,6 +12,9 @@ export {
 } from "./device.js";
 export * from "./driver.js";
 export * from "./engine-spec.js";
+// reliability: error policies (rerror/werror, stop/resume, request timeout) and fault injection
+export * from "./error-policy.js";
+export * from "./fault-engine.js";
 export { IoThread, type IoThreadOptions, type StoppedInfo } from "./iothread.js";
 export * from "./mapping.js";
 export * from "./notifier.js";

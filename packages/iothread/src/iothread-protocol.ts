@@ -4,6 +4,7 @@
  */
 import type { BlkParams, GuestRegionInit } from "@vblk/core";
 import type { EngineSpecResolved } from "./engine-spec.js";
+import type { PolicyStart } from "./error-policy.js";
 import type { NotifierDesc } from "./notifier.js";
 
 export const Cmd = { IDLE: 0, RUN: 1, STOP: 2, /** tests: make the loop throw */ FAULT: 3 } as const;
@@ -51,6 +52,8 @@ export interface StartMessage {
   blk: BlkParams;
   /** Replace guest memory before starting (vhost-user SET_MEM_TABLE). */
   memory?: GuestRegionInit[];
+  /** rerror/werror, requestTimeoutMs and the device's shared stop state (error-policy.ts). Default: werror=enospc, rerror=report, no timeout. */
+  policy?: PolicyStart;
 }
 
 export type FromIoThread =
