@@ -90,7 +90,8 @@ for cmd in "${!NEED[@]}"; do command -v "$cmd" >/dev/null 2>&1 || die "$cmd stil
 # ---------------------------------------------------------------- kernel package
 find_kernel_deb() {
   local pattern="${1:-linux-image-*}"
-  ls -1 "$CACHE"/debs/${pattern}_*.deb 2>/dev/null | sort -V | tail -n1
+  # shellcheck disable=SC2086
+  { ls -1 "$CACHE"/debs/${pattern}_*.deb 2>/dev/null || true; } | sort -V | tail -n1
 }
 KDEB=""
 if [ -n "${VBLK_GUEST_KERNEL_PKG:-}" ]; then

@@ -10,6 +10,7 @@ D_OFF="${D_OFF:-8388608}"; D_LEN="${D_LEN:-4194304}"
 Z_OFF="${Z_OFF:-16777216}"; Z_LEN="${Z_LEN:-4194304}"
 printf 'VBLKPATTERN-0123' >/tmp/pat
 for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do cat /tmp/pat /tmp/pat >/tmp/pat2; mv /tmp/pat2 /tmp/pat; done # 1 MiB
+# md5 of LEN bytes of the pattern
 pat_md5() { i=0; while [ $i -lt $(($1 / 1048576)) ]; do cat /tmp/pat; i=$((i + 1)); done | md5sum | cut -d' ' -f1; }
 write_rc=0
 for r in "$K_OFF $K_LEN" "$D_OFF $D_LEN" "$Z_OFF $Z_LEN"; do
@@ -31,8 +32,13 @@ dd if=/dev/null of="$DEV" conv=fsync,notrunc 2>/dev/null
 k_after=$(md5_range "$K_OFF" "$K_LEN"); d_after=$(md5_range "$D_OFF" "$D_LEN"); z_after=$(md5_range "$Z_OFF" "$Z_LEN")
 {
   echo "{\"write\": $write_rc, \"fsync\": $fsync_rc, \"discard\": $discard_rc, \"zeroout\": $zero_rc,"
-  echo " \"patternMd5\": {\"k\": \"$(pat_md5 "$K_LEN")\", \"d\": \"$(pat_md5 "$D_LEN")\", \"z\": \"$(pat_md5 "$Z_LEN")\"},"
-  echo " \"zeroMd5\": {\"d\": \"$(md5_zero "$D_LEN")\", \"z\": \"$(md5_zero "$Z_LEN")\"},"
+  pk=$(pat_md5 "$K_LEN"); zz=$(md5_zero "$Z_LEN")
+  # regions of the same length share the (slow under TCG) md5 computation
+  if [ "$D_LEN" = "$K_LEN" ]; then pd=$pk; else pd=$(pat_md5 "$D_LEN"); fi
+  if [ "$Z_LEN" = "$K_LEN" ]; then pz=$pk; else pz=$(pat_md5 "$Z_LEN"); fi
+  if [ "$D_LEN" = "$Z_LEN" ]; then zd=$zz; else zd=$(md5_zero "$D_LEN"); fi
+  echo " \"patternMd5\": {\"k\": \"$pk\", \"d\": \"$pd\", \"z\": \"$pz\"},"
+  echo " \"zeroMd5\": {\"d\": \"$zd\", \"z\": \"$zz\"},"
   echo " \"before\": {\"k\": \"$k_before\", \"d\": \"$d_before\", \"z\": \"$z_before\"},"
   echo " \"after\": {\"k\": \"$k_after\", \"d\": \"$d_after\", \"z\": \"$z_after\"},"
   echo " \"regions\": {\"k\": [$K_OFF, $K_LEN], \"d\": [$D_OFF, $D_LEN], \"z\": [$Z_OFF, $Z_LEN]},"
