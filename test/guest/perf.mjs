@@ -11,8 +11,12 @@
 // With a command after `--`, a "vhost-user" backend running it is added; {socket}
 // {image} {numQueues} {queueSize} are replaced, e.g.
 //   node test/guest/perf.mjs -- node bench/dist/cli.js serve --socket {socket} --image {image} --num-queues {numQueues}
-import { rmSync, writeFileSync } from "node:fs";
+// Backend "vblk" is `vblk serve` (packages/vhost-user/dist/cli.js; build first) with
+// --num-queues/--queue-size from the run and --vblk-args "..." appended, e.g.
+//   node test/guest/perf.mjs --backends builtin,builtin+iothread,qsd,vblk --vblk-args "--iothreads 2"
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import {
   createImage,
   ensureAssets,
@@ -35,6 +39,7 @@ function parseArgs(argv) {
     json: null,
     engine: "auto",
     server: null,
+    vblkArgs: [],
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -50,6 +55,7 @@ function parseArgs(argv) {
     else if (a === "--backends") o.backends = next().split(",");
     else if (a === "--configs") o.configs = next().split(",");
     else if (a === "--engine") o.engine = next();
+    else if (a === "--vblk-args") o.vblkArgs = next().split(/\s+/).filter(Boolean);
     else if (a === "--json") o.json = next();
     else {
       console.error(`unknown option ${a}; see the header of ${import.meta.url}`);
@@ -70,6 +76,13 @@ function backendOptions(name, o) {
   if (name === "builtin") return { backend: "builtin" };
   if (name === "builtin+iothread") return { backend: "builtin", iothread: true };
   if (name === "qsd") return { backend: "qsd" };
+  if (name === "vblk") {
+    const cli = fileURLToPath(new URL("../../packages/vhost-user/dist/cli.js", import.meta.url));
+    if (!existsSync(cli)) throw new Error(`${cli} not built (npx tsc -b tsconfig.build.json)`);
+    const command = [process.execPath, cli, "serve", "--socket", "{socket}", "--image", "{image}"];
+    command.push("--num-queues", "{numQueues}", "--queue-size", "{queueSize}", ...o.vblkArgs);
+    return { backend: "vhost-user", vhostUser: { command } };
+  }
   if (name === "vhost-user") {
     if (!o.server?.length) throw new Error("backend vhost-user needs `-- COMMAND ...`");
     return { backend: "vhost-user", vhostUser: { command: o.server } };
