@@ -3,6 +3,8 @@
  * the virtio-blk protocol, the virtio-mmio transport, doorbells and the
  * engine interface. No threads and no native code here.
  */
+
+export * from "./blk-config.js";
 export * from "./blk-constants.js";
 export * from "./blk-driver.js";
 export * from "./blk-request.js";
@@ -16,5 +18,4 @@ export * from "./guest-memory.js";
 export * from "./queue.js";
 export * from "./split-ring.js";
 export * from "./virtio.js";
-export * from "./blk-config.js";
 export * from "./virtio-mmio.js";
