@@ -3,6 +3,8 @@
 // then num-queues=4 over 2 IOThreads with the server's counters, the write cache
 // flushes and discards as counted by the server, and a read-only export.
 // Needs the workspace built (packages/vhost-user/dist/cli.js).
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -208,6 +210,79 @@ exit 0
         expect(sectionJson(r, "ro-write").ddRc).not.toBe(0);
         expect(readFileSync(image).every((b) => b === 0)).toBe(true);
       });
+    },
+    300_000,
+  );
+});
+
+// One `vblk serve` process outliving two QEMUs (what a VM restart looks like to the
+// back-end): the harness starts a stand-in "server" that only links its socket path to
+// the long-lived server's socket, so each guest's QEMU connects to the same process.
+const WRITE_SCRIPT = `
+. /workload/lib.sh
+dd if=/dev/urandom of=/tmp/blob bs=1M count=2 2>/dev/null
+dd if=/tmp/blob of="$DEV" bs=1M seek=4 count=2 oflag=direct conv=notrunc,fsync 2>/dev/null; rc=$?
+echo "{\\"rc\\": $rc, \\"md5\\": \\"$(md5sum </tmp/blob | cut -d' ' -f1)\\"}" | result blob
+exit $rc
+`;
+const READ_SCRIPT = `
+. /workload/lib.sh
+echo "{\\"md5\\": \\"$(md5_range 4194304 2097152)\\"}" | result blob
+`;
+
+describe("guest vblk serve: one server, two QEMUs", () => {
+  it.skipIf(skip)(
+    "QEMU exits and a new one connects: the same vblk serve process serves both; data written by the first is read by the second",
+    async () => {
+      if (!availability.ok) throw new Error(availability.reason);
+      const assets = availability.assets;
+      const dir = imageDir();
+      const image = createImage(join(dir, "disk.img"), 32 * MiB, "zero");
+      const socket = join(dir, "vblk.sock");
+      const server = spawn(
+        process.execPath,
+        [CLI, "serve", "--socket", socket, "--image", image, "--num-queues", "2", "--iothreads", "2"],
+        { stdio: ["ignore", "ignore", "pipe"] },
+      );
+      server.stderr!.setEncoding("utf8");
+      let log = "";
+      server.stderr!.on("data", (d: string) => {
+        log += d;
+      });
+      const exited = new Promise<number | null>((r) => server.on("exit", (c) => r(c)));
+      try {
+        const t0 = Date.now();
+        while (!existsSync(socket)) {
+          if (Date.now() - t0 > 20_000) throw new Error(`vblk serve did not listen: ${log}`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        const link: VhostUserServer = {
+          command: (c: VhostUserContext) => ["sh", "-c", `ln -s ${socket} ${c.socket} && exec sleep 600`],
+        };
+        const guest = (script: string) =>
+          runGuest({ backend: "vhost-user", image, assets, vhostUser: link, script });
+        const a = await guest(WRITE_SCRIPT);
+        expect(a.ok, `first guest: ${a.error} (${a.logDir})`).toBe(true);
+        const b = await guest(READ_SCRIPT);
+        expect(b.ok, `second guest: ${b.error} (${b.logDir})`).toBe(true);
+        const written = sectionJson(a, "blob");
+        expect(written.rc).toBe(0);
+        expect(sectionJson(b, "blob").md5).toBe(written.md5);
+        const host = createHash("md5")
+          .update(readFileSync(image).subarray(4 * MiB, 6 * MiB))
+          .digest("hex");
+        expect(host).toBe(written.md5);
+        server.kill("SIGTERM");
+        expect(await exited).toBe(0);
+        const stats = JSON.parse(/VBLK-STATS (.*)/.exec(log)![1]!) as Stats;
+        expect(stats.connections).toBe(2);
+        expect(stats.errors).toBe(0);
+        expect(log).toMatch(/connection 1: closed/);
+        expect(log).toMatch(/connection 2: front-end connected/);
+      } finally {
+        if (server.exitCode === null) server.kill("SIGKILL");
+        if (process.env.VBLK_GUEST_KEEP !== "1") rmSync(dir, { recursive: true, force: true });
+      }
     },
     300_000,
   );
