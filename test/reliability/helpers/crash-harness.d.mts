@@ -1,0 +1,15 @@
+// Types for crash-harness.mjs.
+export declare function runCrashRounds(o: {
+  rounds: number;
+  minMs?: number;
+  maxMs?: number;
+  blocks?: number;
+  log?: (m: string) => void;
+}): Promise<{
+  rounds: number;
+  engines: string[];
+  flushes: number;
+  covered: number;
+  blocksChecked: number;
+  meanKillMs: number;
+}>;
