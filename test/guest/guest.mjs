@@ -34,7 +34,7 @@ export const CACHE_DIR = process.env.VBLK_GUEST_CACHE
 export const WORKLOAD_DIR = join(GUEST_DIR, "workloads");
 export const BUILD_SCRIPT = join(GUEST_DIR, "build-initramfs.sh");
 /** Names of the workloads shipped in test/guest/workloads/. */
-export const WORKLOADS = ["info", "fs", "fio-verify", "fio-perf", "flush-discard"];
+export const WORKLOADS = ["info", "fs", "fio-verify", "fio-perf", "flush-discard", "readonly"];
 
 const MARK = "VBLK-";
 const live = new Set();
@@ -215,6 +215,11 @@ function cpioNewc(entries) {
   for (const e of entries) push(e.name, e.mode, e.data ?? Buffer.alloc(0));
   push("TRAILER!!!", 0, Buffer.alloc(0));
   return Buffer.concat(parts);
+}
+
+/** A value inside a QEMU "a=b,c=d" option: commas are doubled. */
+function qv(v) {
+  return String(v).replace(/,/g, ",,");
 }
 
 function shQuote(v) {
@@ -470,7 +475,7 @@ export async function runGuest(opts) {
   try {
     if (backend === "builtin") {
       const drive = [
-        `file=${image}`,
+        `file=${qv(image)}`,
         "if=none",
         "id=d0",
         "format=raw",
@@ -484,7 +489,7 @@ export async function runGuest(opts) {
         "drive=d0",
         `num-queues=${numQueues}`,
         `queue-size=${queueSize}`,
-        `serial=${serial}`,
+        `serial=${qv(serial)}`,
       ];
       if (opts.iothread) {
         qemuArgs.push("-object", "iothread,id=io0");
@@ -496,7 +501,7 @@ export async function runGuest(opts) {
         const bd = [
           "driver=file",
           "node-name=f",
-          `filename=${image}`,
+          `filename=${qv(image)}`,
           "cache.direct=on",
           `aio=${opts.aio ?? "native"}`,
           `discard=${opts.discard === false ? "ignore" : "unmap"}`,
@@ -507,7 +512,7 @@ export async function runGuest(opts) {
           "id=e",
           "node-name=f",
           "addr.type=unix",
-          `addr.path=${socket}`,
+          `addr.path=${qv(socket)}`,
           `writable=${opts.readonly ? "off" : "on"}`,
           `num-queues=${numQueues}`,
         ];
@@ -524,7 +529,7 @@ export async function runGuest(opts) {
       await waitForSocket(socket, daemon, opts.vhostUser?.socketTimeoutMs ?? 30_000);
       qemuArgs.push(
         "-chardev",
-        `socket,id=c0,path=${socket}`,
+        `socket,id=c0,path=${qv(socket)}`,
         "-device",
         `vhost-user-blk-pci,chardev=c0,num-queues=${numQueues},queue-size=${queueSize}`,
       );

@@ -9,7 +9,12 @@ import { defineGuestSuite } from "./suite.js";
 defineGuestSuite({ backend: "builtin" });
 defineGuestSuite({ backend: "builtin", iothread: true, checks: ["info", "fio-verify"] });
 // qemu-storage-daemon as a vhost-user-blk server (the reference for `vblk serve`)
-defineGuestSuite({ backend: "qsd", expectSerial: "vhost_user_blk", expectWriteCache: "write through" });
+defineGuestSuite({
+  backend: "qsd",
+  expectSerial: "vhost_user_blk",
+  expectWriteCache: "write through",
+  checks: ["info", "fs", "fio-verify", "flush-discard", "readonly"],
+});
 // the generic vhost-user path (what `vblk serve` will use), exercised with qsd as the server
 defineGuestSuite({
   backend: "vhost-user",

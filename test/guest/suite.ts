@@ -27,7 +27,8 @@ import {
   type VhostUserServer,
 } from "./guest.mjs";
 
-export type GuestCheck = "info" | "fs" | "fio-verify" | "flush-discard";
+export type GuestCheck = "info" | "fs" | "fio-verify" | "flush-discard" | "readonly";
+/** The default checks; "readonly" (the disk exported read-only) is opt-in. */
 export const ALL_CHECKS: GuestCheck[] = ["info", "fs", "fio-verify", "flush-discard"];
 
 export interface GuestSuiteOptions {
@@ -40,7 +41,7 @@ export interface GuestSuiteOptions {
   iothread?: boolean;
   /** required for backend "vhost-user" */
   vhostUser?: VhostUserServer;
-  /** which checks to register (default: all four) */
+  /** which checks to register (default: ALL_CHECKS; add "readonly" to test a read-only export) */
   checks?: GuestCheck[];
   /** image size for info / fio-verify / flush-discard (default 64 MiB) */
   imageMiB?: number;
@@ -207,7 +208,12 @@ export function defineGuestSuite(opts: GuestSuiteOptions): string {
   const expectSerial = opts.expectSerial ?? (opts.backend === "builtin" ? "vblk-guest" : undefined);
   const discardZeroes = opts.expectDiscardZeroes ?? true;
 
-  const runOn = (image: string, workload: string, env: Record<string, string | number> = {}) => {
+  const runOn = (
+    image: string,
+    workload: string,
+    env: Record<string, string | number> = {},
+    extra: Partial<GuestRunOptions> = {},
+  ) => {
     if (!availability.ok) throw new Error(`real guest unavailable: ${availability.reason}`);
     return runGuest({
       backend: opts.backend,
@@ -219,6 +225,7 @@ export function defineGuestSuite(opts: GuestSuiteOptions): string {
       vhostUser: opts.vhostUser,
       assets: availability.assets,
       ...opts.run,
+      ...extra,
     });
   };
 
@@ -235,7 +242,7 @@ export function defineGuestSuite(opts: GuestSuiteOptions): string {
             expect(info.sectors).toBe((imageMiB * MiB) / 512);
             expect(info.sizeBytes).toBe(imageMiB * MiB);
             // Linux's virtio_blk uses at most one queue per vCPU
-          expect(info.queues).toBe(Math.min(q, opts.run?.smp ?? 2));
+            expect(info.queues).toBe(Math.min(q, opts.run?.smp ?? 2));
             expect(info.ro).toBe(0);
             expect(info.logicalBlockSize).toBe(512);
             if (expectSerial !== undefined) expect(info.serial).toBe(expectSerial);
@@ -346,6 +353,31 @@ export function defineGuestSuite(opts: GuestSuiteOptions): string {
               throw new Error(`image differs from the expected content first at byte ${first} (${img})`);
             }
           });
+        },
+        timeout,
+      );
+
+    if (checks.includes("readonly"))
+      it.skipIf(!!skip)(
+        "readonly: the guest sees ro=1 and the RO feature, a write fails, the image is unchanged",
+        async () => {
+          const dir = imageDir();
+          try {
+            const img = createImage(join(dir, "ro.img"), imageMiB * MiB, "random");
+            const before = md5(readRange(img, 0, imageMiB * MiB));
+            const r = await runOn(img, "readonly", {}, { readonly: true });
+            const ro = sectionJson(r, "readonly");
+            console.info(`[${title}] readonly (${r.accel}, ${r.durationMs} ms):`, JSON.stringify(ro));
+            expectOk(r);
+            expect(ro.ro).toBe(1);
+            expect(decodeVirtioBlkFeatures(ro.virtioFeatures)).toContain("RO");
+            expect(ro.writeRc).not.toBe(0);
+            expect(ro.after).toBe(ro.before);
+            expect(ro.before).toBe(md5(readRange(img, 0, MiB)));
+            expect(md5(readRange(img, 0, imageMiB * MiB))).toBe(before);
+          } finally {
+            if (process.env.VBLK_GUEST_KEEP !== "1") rmSync(dir, { recursive: true, force: true });
+          }
         },
         timeout,
       );
