@@ -361,6 +361,9 @@ function run(): void {
       cnt[IC.pollNs] = pollNs;
     }
   }
+  // A fault injected while the loop was polling or about to sleep ends the
+  // loop through a "not RUN" break above: it must still throw, not stop.
+  if (Atomics.load(ctl, CTL_CMD) === Cmd.FAULT) throw new Error("injected fault");
   // Stopping: let in-flight I/O finish (bounded) and publish it.
   const deadline = Date.now() + 10_000;
   while (engine.inflight > ph.zombies && Date.now() < deadline) {
@@ -422,6 +425,13 @@ function start(m: StartMessage): void {
   reapCb = ph.timeoutMs > 0 ? onCompleteTimed : onComplete;
 }
 
+/**
+ * The last session ended with I/O still in the engine (the loop threw, or a
+ * stop gave up waiting): its completions must not reach the next session's
+ * requests (same tags, new BlkRequests), so the engine is rebuilt first.
+ */
+let engineStale = false;
+
 async function onStart(m: StartMessage): Promise<void> {
   try {
     if (m.memory !== undefined) {
@@ -429,7 +439,8 @@ async function onStart(m: StartMessage): Promise<void> {
       // pointers, so they are rebuilt over it.
       mem = new GuestMemory(m.memory);
       await openEngine();
-    }
+    } else if (engineStale) await openEngine();
+    engineStale = false;
     start(m);
   } catch (e) {
     Atomics.store(ctl, CTL_STATE, State.BROKEN);
@@ -455,6 +466,7 @@ async function onStart(m: StartMessage): Promise<void> {
     for (const fd of kickFds) poller?.remove(fd);
     kickFds = [];
     const cancelled = engine.inflight;
+    if (cancelled > 0) engineStale = true;
     queues = [];
     Atomics.store(ctl, CTL_STATE, State.IDLE);
     post({ type: "stopped", queues: qs, cancelled });
