@@ -4,14 +4,20 @@
  * second device in the same process keeps serving (verified I/O); no request
  * completes twice (the driver jobs check every completion).
  */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { allocGuestMemory, closeFd, nativeAvailable, probeEngines } from "@vblk/backend-libaio";
 import { GuestMemory, Status } from "@vblk/core";
 import { connectDriver, type DriverConnection, VirtioBlkDevice } from "@vblk/iothread";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { sleep, until } from "./helpers/async-driver.js";
 import { type RelJobs, startRelJobs } from "./helpers/rel-jobs.js";
 
 const MiB = 1 << 20;
 const BOUND_MS = 2000;
+const dir = mkdtempSync(join(tmpdir(), "vblk-rel-faults-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 async function device(): Promise<{ d: VirtioBlkDevice; conn: DriverConnection; reasons: string[] }> {
   const d = await VirtioBlkDevice.create({
@@ -102,6 +108,57 @@ describe("IOThread faults", () => {
       }
     } finally {
       await a.d.close();
+    }
+  });
+
+  it("a throw with disk I/O in flight, then a reset: no completion from before the fault reaches the new session (5 rounds)", async () => {
+    // Regression: the engine kept the old session's in-flight I/O and its
+    // completions landed on the new session's requests (a TypeError, or the
+    // wrong request completed); and a fault injected while the loop polled
+    // was taken for a stop (the thread went idle without NEEDS_RESET).
+    const engine = nativeAvailable() && probeEngines().io_uring === true ? "io_uring" : "threads";
+    const path = join(dir, "inflight.img");
+    writeFileSync(path, Buffer.alloc(16 * MiB));
+    const g = nativeAvailable() ? allocGuestMemory(24 * MiB) : null;
+    if (g) closeFd(g.fd);
+    const memory = g
+      ? new GuestMemory([{ gpa: 0, size: 24 * MiB, buffer: g.buffer }])
+      : GuestMemory.allocate(24 * MiB);
+    const d = await VirtioBlkDevice.create({
+      memory,
+      engine,
+      path,
+      cache: g ? "none" : "writeback",
+      numQueues: 1,
+      queueSize: 64,
+    });
+    try {
+      const spec = (conn: DriverConnection, seed: number) => ({
+        desc: conn.queues[0]!,
+        dataGpa: conn.end,
+        depth: 64,
+        firstBlock: 0,
+        blocks: 4096,
+        maxBlocks: 16,
+        seed,
+      });
+      for (let round = 0; round < 5; round++) {
+        let j = startRelJobs([spec(await connectDriver(d), 1 + round)]);
+        await until(() => j.progress()[0]! > 1000, 10_000, "load");
+        d.iothreads[0]!.injectFault();
+        await until(() => d.needsResetReason !== undefined, BOUND_MS, `NEEDS_RESET (round ${round})`);
+        for (const r of await j.stop()) expect(r.bogus, r.firstError).toBe(0);
+        j = startRelJobs([spec(await connectDriver(d), 100 + round)]);
+        await until(() => j.progress()[0]! > 1000, 10_000, "load after the reset");
+        expect(d.needsResetReason).toBeUndefined();
+        for (const r of await j.stop()) {
+          expect(r.bogus, r.firstError).toBe(0);
+          expect(r.errors, r.firstError).toBe(0);
+          expect(r.verifyErrors, r.firstError).toBe(0);
+        }
+      }
+    } finally {
+      await d.close();
     }
   });
 });
