@@ -13,7 +13,7 @@ import { allocGuestMemory, closeFd, nativeAvailable, probeEngines } from "@vblk/
 import { GuestMemory } from "@vblk/core";
 import { connectDriver, openDriverQueue, VirtioBlkDevice } from "@vblk/iothread";
 
-const [path, logPath, roundArg, blocksArg] = process.argv.slice(2);
+const [path, logPath, roundArg, blocksArg, engineArg = "auto"] = process.argv.slice(2);
 const round = Number(roundArg);
 const BLOCKS = Number(blocksArg);
 const BS = 4096;
@@ -21,8 +21,8 @@ const DEPTH = 16;
 const FLUSH_EVERY = 24;
 process.on("disconnect", () => process.exit(0));
 
-let engine = "threads";
-if (nativeAvailable()) {
+let engine = engineArg === "auto" ? "threads" : engineArg;
+if (engineArg === "auto" && nativeAvailable()) {
   const p = probeEngines();
   engine = p.io_uring === true ? "io_uring" : p.libaio === true ? "libaio" : "threads";
 }

@@ -4,6 +4,7 @@ export declare function runCrashRounds(o: {
   minMs?: number;
   maxMs?: number;
   blocks?: number;
+  engine?: string;
   log?: (m: string) => void;
 }): Promise<{
   rounds: number;

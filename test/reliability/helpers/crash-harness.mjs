@@ -2,7 +2,8 @@
 // Crash test (docs/RELIABILITY.md): fork crash-child.mjs, SIGKILL it at a
 // random moment, check that every write it logged as covered by a completed
 // FLUSH is on the image; repeat. Runnable on its own for long runs:
-//   node test/reliability/helpers/crash-harness.mjs --rounds 200 [--min-ms 20] [--max-ms 600]
+//   node test/reliability/helpers/crash-harness.mjs --rounds 200 [--min-ms 20] [--max-ms 600] [--engine auto|io_uring|libaio|threads]
+// (auto: io_uring, else libaio, else threads; the summary says which ran)
 import { fork } from "node:child_process";
 import {
   closeSync,
@@ -51,7 +52,14 @@ function decode(buf, off, block) {
  * Run `rounds` kill -9 rounds on one image. Returns a summary; throws with
  * the details on the first lost write.
  */
-export async function runCrashRounds({ rounds, minMs = 20, maxMs = 500, blocks = 2048, log = () => {} }) {
+export async function runCrashRounds({
+  rounds,
+  minMs = 20,
+  maxMs = 500,
+  blocks = 2048,
+  engine = "auto",
+  log = () => {},
+}) {
   const dir = mkdtempSync(join(tmpdir(), "vblk-crash-"));
   const image = join(dir, "disk.img");
   writeFileSync(image, Buffer.alloc(blocks * BS));
@@ -63,7 +71,7 @@ export async function runCrashRounds({ rounds, minMs = 20, maxMs = 500, blocks =
   try {
     for (let r = 1; r <= rounds; r++) {
       const logPath = join(dir, `round-${r}.log`);
-      const child = fork(CHILD, [image, logPath, String(r), String(blocks)], {
+      const child = fork(CHILD, [image, logPath, String(r), String(blocks), engine], {
         stdio: ["ignore", "ignore", "pipe", "ipc"],
       });
       let stderr = "";
@@ -134,6 +142,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       rounds: { type: "string", default: "100" },
       "min-ms": { type: "string", default: "20" },
       "max-ms": { type: "string", default: "600" },
+      engine: { type: "string", default: "auto" },
     },
   });
   const t0 = performance.now();
@@ -141,6 +150,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     rounds: Number(values.rounds),
     minMs: Number(values["min-ms"]),
     maxMs: Number(values["max-ms"]),
+    engine: values.engine,
     log: (m) => console.log(m),
   });
   console.log(JSON.stringify({ ...r, seconds: Math.round((performance.now() - t0) / 1000) }));
