@@ -354,7 +354,8 @@ async function stopDaemon(state, graceMs = 5000) {
   const timer = setTimeout(() => {
     if (!state.exited) state.child.kill("SIGKILL");
   }, graceMs);
-  await state.done;
+  // bounded: a process stuck in the kernel may not die at once; do not hang the caller
+  await Promise.race([state.done, sleep(graceMs + 10_000)]);
   clearTimeout(timer);
   return state;
 }
@@ -597,8 +598,11 @@ export async function runGuest(opts) {
         break;
       }
     }
-    await done;
-    live.delete(child);
+    // bounded: QEMU stuck in a KVM ioctl may take a while to die; do not hang the caller
+    await Promise.race([done, sleep(15_000)]);
+    if (!exited) {
+      error = `qemu (pid ${child.pid}) did not exit 15 s after SIGKILL`;
+    } else live.delete(child);
   }
   if (daemon) {
     const wasRunning = !daemon.exited;

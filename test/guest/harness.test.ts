@@ -1,11 +1,24 @@
 // Fast checks of the harness itself (no guest boot): serial parsing, feature decoding,
 // the host-side fio header check, and how a broken vhost-user server is reported.
+import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { createImage, imageDir, parseSerial, runGuest } from "./guest.mjs";
 import { availability, checkFioVerifyImage, decodeVirtioBlkFeatures } from "./suite.js";
 
+const dirs: string[] = [];
+/** A fresh image directory, removed after the test. */
+function tmpDir(): string {
+  const d = imageDir();
+  dirs.push(d);
+  return d;
+}
+
 describe("guest harness", () => {
+  afterEach(() => {
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+
   it("parses markers and result sections (JSON after warning lines, CRLF, kernel noise)", () => {
     const text = [
       "[    1.0] Run /init as init process",
@@ -63,7 +76,7 @@ describe("guest harness", () => {
   });
 
   it("checkFioVerifyImage finds blocks without a valid fio verify header", () => {
-    const dir = imageDir();
+    const dir = tmpDir();
     const img = createImage(join(dir, "h.img"), 64 * 1024, "zero");
     const r = checkFioVerifyImage(img, 64 * 1024);
     expect(r.bad).toBe(16);
@@ -73,7 +86,7 @@ describe("guest harness", () => {
   it.skipIf(!availability.ok)(
     "a vhost-user server that exits at once is reported, not waited for",
     async () => {
-      const dir = imageDir();
+      const dir = tmpDir();
       const img = createImage(join(dir, "v.img"), 1024 * 1024);
       const t0 = Date.now();
       const r = await runGuest({
@@ -88,4 +101,31 @@ describe("guest harness", () => {
       expect(Date.now() - t0).toBeLessThan(10_000);
     },
   );
+
+  it.skipIf(!availability.ok)("a failing workload is reported with its exit status and dmesg", async () => {
+    const dir = tmpDir();
+    const img = createImage(join(dir, "f.img"), 1024 * 1024);
+    const r = await runGuest({
+      backend: "builtin",
+      image: img,
+      script: "echo VBLK-RESULT-BEGIN partial; echo some output; echo VBLK-RESULT-END partial; exit 3",
+    });
+    expect(r.ok).toBe(false);
+    expect(r.exitCode).toBe(3);
+    expect(r.error).toBeNull();
+    expect(r.markers).toMatchObject({ init: true, ready: "vda", workload: true, exit: true });
+    expect(r.sections.partial?.text).toBe("some output");
+    expect(r.sections.dmesg?.text).toMatch(/virtio_blk/);
+  });
+
+  it.skipIf(!availability.ok)("a guest that does not finish is killed at the hard timeout", async () => {
+    const dir = tmpDir();
+    const img = createImage(join(dir, "t.img"), 1024 * 1024);
+    const t0 = Date.now();
+    const r = await runGuest({ backend: "builtin", image: img, script: "sleep 600", timeoutMs: 6_000 });
+    expect(r.ok).toBe(false);
+    expect(r.timedOut).toBe(true);
+    expect(r.error).toMatch(/timed out after 6000 ms/);
+    expect(Date.now() - t0).toBeLessThan(30_000);
+  });
 });
