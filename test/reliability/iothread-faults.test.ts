@@ -66,6 +66,7 @@ describe("IOThread faults", () => {
         else void a.d.iothreads[0]!.terminate();
         const ms = await until(() => a.d.needsResetReason !== undefined, BOUND_MS, "NEEDS_RESET");
         expect(ms).toBeLessThan(BOUND_MS);
+        console.log(`IOThread ${how}: NEEDS_RESET after ${ms} ms`);
         expect(a.d.transport.status & Status.DEVICE_NEEDS_RESET).toBe(Status.DEVICE_NEEDS_RESET);
         expect(a.reasons[0]).toMatch(how === "throws" ? /iothread0.*injected fault/s : /iothread0/);
         expect(Date.now() - t0).toBeLessThan(BOUND_MS + 100);
