@@ -38,14 +38,13 @@ export class BlkDriver {
     readonly scratchGpa: number,
   ) {
     const bytes = BlkDriver.scratchBytes(queue.size);
-    const r = mem.findRegion(scratchGpa, bytes);
-    if (r < 0 || scratchGpa % 16 !== 0)
+    const v = scratchGpa % 16 === 0 ? mem.view32(scratchGpa, bytes) : null;
+    if (v === null)
       throw new Error(
         `scratch area 0x${scratchGpa.toString(16)}+${bytes} must be 16-aligned inside guest memory`,
       );
-    const region = mem.regions[r]!;
-    if (region.u32 === null) throw new Error("scratch region must be 4-byte aligned in its buffer");
-    this.u32 = region.u32;
+    const region = mem.regions[mem.findRegion(scratchGpa, bytes)]!;
+    this.u32 = v.arr;
     this.u8 = region.bytes;
     this.scratchBase = scratchGpa - region.gpa;
   }

@@ -282,19 +282,15 @@ export class DriverQueue {
 }
 
 function view32(mem: GuestMemory, gpa: number, len: number): { arr: Uint32Array; base: number } {
-  const r = mem.findRegion(gpa, len);
-  if (r < 0) throw new Error(`[0x${gpa.toString(16)}, +${len}) is outside guest memory`);
-  const region = mem.regions[r]!;
-  const off = gpa - region.gpa;
-  if (region.u32 === null || off % 4 !== 0) throw new Error(`0x${gpa.toString(16)} is not 4-byte aligned`);
-  return { arr: region.u32, base: off / 4 };
+  const v = mem.view32(gpa, len);
+  if (v === null)
+    throw new Error(`[0x${gpa.toString(16)}, +${len}) is not 4-byte aligned inside guest memory`);
+  return v;
 }
 
 function view16(mem: GuestMemory, gpa: number, len: number): { arr: Uint16Array; base: number } {
-  const r = mem.findRegion(gpa, len);
-  if (r < 0) throw new Error(`[0x${gpa.toString(16)}, +${len}) is outside guest memory`);
-  const region = mem.regions[r]!;
-  const off = gpa - region.gpa;
-  if (region.u16 === null || off % 2 !== 0) throw new Error(`0x${gpa.toString(16)} is not 2-byte aligned`);
-  return { arr: region.u16, base: off / 2 };
+  const v = mem.view16(gpa, len);
+  if (v === null)
+    throw new Error(`[0x${gpa.toString(16)}, +${len}) is not 2-byte aligned inside guest memory`);
+  return v;
 }

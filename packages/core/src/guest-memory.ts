@@ -126,6 +126,28 @@ export class GuestMemory {
     return r.bytes.subarray(gpa - r.gpa, gpa - r.gpa + len);
   }
 
+  /**
+   * A 32-bit view covering [gpa, gpa+len): the region's word array and the
+   * word index of gpa. null when the range is not inside one region or gpa
+   * is not 4-byte aligned in its backing buffer. (Ring and table readers.)
+   */
+  view32(gpa: number, len: number): { arr: Uint32Array; base: number } | null {
+    const i = gpa >= 0 ? this.findRegion(gpa, len) : -1;
+    if (i < 0) return null;
+    const r = this.regions[i]!;
+    const off = gpa - r.gpa;
+    return r.u32 === null || off % 4 !== 0 ? null : { arr: r.u32, base: off / 4 };
+  }
+
+  /** The 16-bit counterpart of {@link view32} (2-byte alignment). */
+  view16(gpa: number, len: number): { arr: Uint16Array; base: number } | null {
+    const i = gpa >= 0 ? this.findRegion(gpa, len) : -1;
+    if (i < 0) return null;
+    const r = this.regions[i]!;
+    const off = gpa - r.gpa;
+    return r.u16 === null || off % 2 !== 0 ? null : { arr: r.u16, base: off / 2 };
+  }
+
   read(gpa: number, dst: Uint8Array): void {
     dst.set(this.slice(gpa, dst.length));
   }

@@ -125,31 +125,25 @@ export class SplitQueue {
   }
 
   private words(gpa: number, len: number, what: string): WordView {
-    const r = this.mem.findRegion(gpa, len);
-    if (r < 0)
-      this.fail("RING_OUT_OF_RANGE", `${what} [0x${gpa.toString(16)}, +${len}) is outside guest memory`);
-    const region = this.mem.regions[r]!;
-    const off = gpa - region.gpa;
-    if (region.u32 === null || off % 4 !== 0)
-      this.fail(
-        "RING_MISALIGNED",
-        `${what} at 0x${gpa.toString(16)} is not 4-byte aligned in its backing buffer`,
-      );
-    return { words: region.u32, base: off / 4 };
+    const v = this.mem.view32(gpa, len);
+    if (v === null) this.ringFail(gpa, len, what, 4);
+    return { words: v.arr, base: v.base };
   }
 
   private halfwords(gpa: number, len: number, what: string): { arr: Uint16Array; base: number } {
-    const r = this.mem.findRegion(gpa, len);
-    if (r < 0)
+    const v = this.mem.view16(gpa, len);
+    if (v === null) this.ringFail(gpa, len, what, 2);
+    return v;
+  }
+
+  /** Why a ring could not be mapped: outside guest memory, or misaligned in its buffer. */
+  private ringFail(gpa: number, len: number, what: string, align: number): never {
+    if (this.mem.findRegion(gpa, len) < 0)
       this.fail("RING_OUT_OF_RANGE", `${what} [0x${gpa.toString(16)}, +${len}) is outside guest memory`);
-    const region = this.mem.regions[r]!;
-    const off = gpa - region.gpa;
-    if (region.u16 === null || off % 2 !== 0)
-      this.fail(
-        "RING_MISALIGNED",
-        `${what} at 0x${gpa.toString(16)} is not 2-byte aligned in its backing buffer`,
-      );
-    return { arr: region.u16, base: off / 2 };
+    this.fail(
+      "RING_MISALIGNED",
+      `${what} at 0x${gpa.toString(16)} is not ${align}-byte aligned in its backing buffer`,
+    );
   }
 
   /** Requests popped and not yet pushed. */
@@ -257,21 +251,14 @@ export class SplitQueue {
             `head ${head}: indirect table length ${len} is not a non-zero multiple of 16`,
           );
         const gpa = gpaFromParts(hi, lo);
-        const r = gpa < 0 ? -1 : mem.findRegion(gpa, len);
-        if (r < 0)
+        const t = gpa < 0 ? null : mem.view32(gpa, len);
+        if (t === null)
           this.fail(
             "INDIRECT_UNMAPPABLE",
-            `head ${head}: indirect table at 0x${hex(hi, lo)}+${len} is outside guest memory`,
+            `head ${head}: indirect table at 0x${hex(hi, lo)}+${len} is outside guest memory or not 4-byte aligned`,
           );
-        const region = mem.regions[r]!;
-        const off = gpa - region.gpa;
-        if (region.u32 === null || off % 4 !== 0)
-          this.fail(
-            "INDIRECT_UNMAPPABLE",
-            `head ${head}: indirect table at 0x${hex(hi, lo)} is not 4-byte aligned`,
-          );
-        words = region.u32;
-        base = off / 4;
+        words = t.arr;
+        base = t.base;
         tableSize = len / 16;
         idx = 0;
         visited = 0;

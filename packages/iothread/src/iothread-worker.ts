@@ -118,6 +118,7 @@ let kickFds: number[] = [];
 let ph: IoErrorHandler = undefined as unknown as IoErrorHandler;
 /** engine.reap's callback: onComplete, or onCompleteTimed when requestTimeoutMs > 0. */
 let reapCb: (tag: number, result: number) => void = onComplete;
+/** The one place a request goes back to the guest: status byte, used element, queue marked for publish. */
 function completeReq(lq: number, head: number, r: BlkRequest): void {
   writeBlkStatus(r, mem);
   queues[lq]!.push(head, r.usedLen);
@@ -143,9 +144,7 @@ function onComplete(tag: number, result: number): void {
     cnt[qbase[lq]! + QC.errors]!++;
     if (ph.onError(lq, head, r, result)) return; // kept by the "stop" policy
   }
-  writeBlkStatus(r, mem);
-  queues[lq]!.push(head, r.usedLen);
-  dirty[lq] = 1;
+  completeReq(lq, head, r);
 }
 
 /** Pop everything queue lq has; returns how many went to the engine. */
@@ -185,9 +184,7 @@ function drain(lq: number): number {
     } else {
       if (r.status !== 0) cnt[b + QC.errors]!++;
       else cnt[b + QC.others]!++;
-      writeBlkStatus(r, mem);
-      q.push(head, r.usedLen);
-      dirty[lq] = 1;
+      completeReq(lq, head, r);
     }
   }
   if (n > 0) {
