@@ -5,7 +5,7 @@ import { mkdtempSync, openSync, readSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DescFlag, GuestMemory, Status } from "@vblk/core";
-import { connectDriver, VirtioBlkDevice } from "@vblk/iothread";
+import { connectDriver, openDriverQueue, VirtioBlkDevice } from "@vblk/iothread";
 import { afterAll, describe, expect, it } from "vitest";
 import { runJobs } from "./helpers/jobs.js";
 
@@ -235,6 +235,30 @@ describe("VirtioBlkDevice with IOThreads", () => {
     const c0 = Date.now();
     await device.close();
     expect(Date.now() - c0).toBeLessThan(20_000);
+  });
+
+  it("a driver that spins for completions calls its relax hook, then sleeps and times out", async () => {
+    const memory = GuestMemory.allocate(MiB);
+    const device = await VirtioBlkDevice.create({ memory, engine: "null", sizeBytes: MiB });
+    try {
+      const conn = await connectDriver(device);
+      const h = openDriverQueue(conn.queues[0]!, memory);
+      let relaxed = 0;
+      h.relax = () => relaxed++;
+      // nothing submitted: 3 ms of spinning, then a 5 ms sleep that times out
+      expect(h.waitUsed(3_000_000, 5)).toBe(false);
+      expect(relaxed).toBeGreaterThan(0);
+      expect(h.sleeps).toBe(1);
+      // with a request in flight the spin ends as soon as it completes
+      h.blk.read(0, conn.end, 512, "t");
+      h.submit();
+      expect(h.waitUsed(1_000_000_000, 5_000)).toBe(true);
+      expect(h.blk.popCompletion()).toBeGreaterThanOrEqual(0);
+      expect(h.blk.lastToken).toBe("t");
+      expect(h.blk.lastStatus).toBe(0);
+    } finally {
+      await device.close();
+    }
   });
 
   it("rejects bad options with messages that name them", async () => {

@@ -29,7 +29,7 @@ import {
   W_GO,
   W_STOP,
 } from "./job-types.js";
-import { pinThread } from "./native.js";
+import { pinThread, spinRelax } from "./native.js";
 import { XorShift128 } from "./prng.js";
 import { checkVerifyBlock, fillVerifyBlock } from "./verify.js";
 
@@ -108,6 +108,7 @@ export default function runJob(task: JobTask): JobResult {
       if (why !== undefined && task.job === 0) result.warnings.push(why);
     }
     const h = openDriverQueue(task.desc as DriverQueueDesc);
+    h.relax = spinRelax();
     const blk = h.blk;
     const bs = task.bs;
     const sectorsPerByte = 1 / 512;

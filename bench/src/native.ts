@@ -7,9 +7,11 @@
 import {
   allocGuestMemory,
   closeFd,
+  diskIrqCpus,
   nativeAvailable,
   nativeLoadError,
   probeEngines,
+  schedYield,
   setThreadAffinity,
 } from "@vblk/backend-libaio";
 import type { GuestRegionInit } from "@vblk/core";
@@ -34,6 +36,11 @@ export function pinThread(cpus: number[]): string | undefined {
   return undefined;
 }
 
+/** What a spinning job calls every few microseconds (sched_yield), when the addon loaded. */
+export function spinRelax(): (() => void) | undefined {
+  return nativeAvailable() ? schedYield : undefined;
+}
+
 /** Guest RAM of `size` bytes at GPA 0: page aligned through the addon when it loads. */
 export function allocGuestRegion(size: number): { region: GuestRegionInit; aligned: boolean } {
   if (nativeAvailable()) {
@@ -44,4 +51,54 @@ export function allocGuestRegion(size: number): { region: GuestRegionInit; align
     return { region: { gpa: 0, size, buffer }, aligned: true };
   }
   return { region: { gpa: 0, size, buffer: new SharedArrayBuffer(size) }, aligned: false };
+}
+
+/** Where the IOThreads and the jobs run. */
+export interface Placement {
+  /** undefined = unpinned. */
+  iothreadCpus: number[] | undefined;
+  jobCpus: number[] | undefined;
+  /** One line for the report. */
+  note: string;
+}
+
+/**
+ * CPU placement: --iothread-cpus=auto puts the IOThreads of a native-engine
+ * device on the CPUs that take the disk's interrupts (they sleep there until
+ * a completion wakes them locally) and the jobs, which spin for their
+ * completions, on the other CPUs (a spinning vCPU takes its interrupts late).
+ * An explicit --cpus_allowed keeps the jobs where the user put them.
+ */
+export function placeThreads(
+  iothreadCpus: "auto" | "none" | number[],
+  cpusAllowed: number[] | undefined,
+  nativeEngine: boolean,
+  path: string | undefined,
+): Placement {
+  const jobs = cpusAllowed;
+  const jobText = jobs ? `jobs on CPU ${jobs.join(",")} (--cpus_allowed)` : "jobs unpinned";
+  if (Array.isArray(iothreadCpus))
+    return { iothreadCpus, jobCpus: jobs, note: `IOThreads on CPU ${iothreadCpus.join(",")}, ${jobText}` };
+  if (iothreadCpus === "none")
+    return { iothreadCpus: undefined, jobCpus: jobs, note: `IOThreads unpinned, ${jobText}` };
+  if (!nativeEngine || path === undefined || !nativeAvailable())
+    return {
+      iothreadCpus: undefined,
+      jobCpus: jobs,
+      note: `IOThreads unpinned (auto: no native engine), ${jobText}`,
+    };
+  const irq = diskIrqCpus(path);
+  if (irq === undefined)
+    return {
+      iothreadCpus: undefined,
+      jobCpus: jobs,
+      note: `IOThreads unpinned (auto: the disk's interrupts are not on a CPU subset), ${jobText}`,
+    };
+  const rest = irq.online.filter((c) => !irq.cpus.includes(c));
+  const jobCpus = jobs ?? rest;
+  return {
+    iothreadCpus: irq.cpus,
+    jobCpus,
+    note: `IOThreads on CPU ${irq.cpus.join(",")} (auto: ${irq.disk}'s IRQ ${irq.irqs.join(",")}), jobs on CPU ${jobCpus.join(",")}${jobs ? " (--cpus_allowed)" : ""}`,
+  };
 }

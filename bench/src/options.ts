@@ -82,6 +82,10 @@ export interface BenchOptions {
   iothreads: number | undefined;
   iothreadVqMapping: VqMappingEntry[] | undefined;
   pollMaxNs: number;
+  /** Poll native completions while I/O is in flight (device option pollEngine). */
+  pollEngine: boolean;
+  /** IOThread CPUs: "auto" = where the disk's interrupts land, "none" = unpinned, or a list. */
+  iothreadCpus: "auto" | "none" | number[];
   eventIdx: boolean;
   driverPollNs: number;
   compareFio: boolean;
@@ -177,11 +181,21 @@ export const DEVICE_SPECS: Spec[] = [
     arg: "<ns>",
     help: "IOThread adaptive polling cap, 0 = no polling (default: 32768)",
   },
+  {
+    name: "poll-engine",
+    arg: "<0|1>",
+    help: "IOThreads also spin on io_uring/libaio completions while I/O is in flight (default: 0: they sleep in epoll)",
+  },
+  {
+    name: "iothread-cpus",
+    arg: "<auto|none|list>",
+    help: "CPUs for the IOThreads: auto = the CPUs taking the disk's interrupts, jobs then on the others (io_uring/libaio); none; or a list like 1 or 0-1 (default: auto)",
+  },
   { name: "event-idx", arg: "<0|1>", help: "negotiate VIRTIO_RING_F_EVENT_IDX (default: 1)" },
   {
     name: "driver-poll-ns",
     arg: "<ns>",
-    help: "how long a job spins for completions before it sleeps on the interrupt (default: 32768)",
+    help: "how long a job spins for completions before it sleeps on the interrupt (default: 200000, like Linux guest haltpoll's guest_halt_poll_ns)",
   },
 ];
 
@@ -456,7 +470,22 @@ export function resolveOptions(raw: Raw, ncpus = cpus().length): BenchOptions {
 
   const pollMaxNs = intOpt(raw, "poll-max-ns", 32768, 0, 1_000_000_000);
   const eventIdx = boolOpt(raw, "event-idx", true);
-  const driverPollNs = intOpt(raw, "driver-poll-ns", 32768, 0, 1_000_000_000);
+  const pollEngine = boolOpt(raw, "poll-engine", false);
+  const cpuPinText = str(raw, "iothread-cpus") ?? "auto";
+  let iothreadCpus: "auto" | "none" | number[];
+  if (cpuPinText === "auto" || cpuPinText === "none") iothreadCpus = cpuPinText;
+  else {
+    try {
+      iothreadCpus = parseCpuList(cpuPinText, ncpus);
+    } catch (e) {
+      bad(
+        "iothread-cpus",
+        cpuPinText,
+        `auto, none, or CPU numbers and ranges 0-${ncpus - 1}, e.g. 1 or 0-1 (${(e as Error).message})`,
+      );
+    }
+  }
+  const driverPollNs = intOpt(raw, "driver-poll-ns", 200_000, 0, 1_000_000_000);
   const compareFio = boolOpt(raw, "compare-fio", false);
   const repeat = intOpt(raw, "repeat", 3, 1, 100);
 
@@ -487,6 +516,8 @@ export function resolveOptions(raw: Raw, ncpus = cpus().length): BenchOptions {
     iothreads,
     iothreadVqMapping,
     pollMaxNs,
+    pollEngine,
+    iothreadCpus,
     eventIdx,
     driverPollNs,
     compareFio,

@@ -143,8 +143,9 @@ export function deviceSection(r: BenchResult): string[] {
   out.push(
     `  device: ${d.numQueues} queue${d.numQueues === 1 ? "" : "s"} x ${d.queueSize}, event-idx=${
       d.eventIdx ? 1 : 0
-    }, poll-max-ns=${d.pollMaxNs}, driver-poll-ns=${d.driverPollNs}`,
+    }, poll-max-ns=${d.pollMaxNs}, poll-engine=${d.pollEngine ? 1 : 0}, driver-poll-ns=${d.driverPollNs}`,
   );
+  out.push(`  placement: ${d.placement.note}`);
   if (r.filename)
     out.push(
       `  image: ${r.filename} (${formatSize(r.imageBytes)}${r.tempImage ? ", temporary" : ""}), range ${formatSize(r.rangeBytes)}`,
@@ -341,7 +342,13 @@ export function toJson(r: BenchResult): Record<string, unknown> {
       queue_size: r.device.queueSize,
       event_idx: r.device.eventIdx,
       poll_max_ns: r.device.pollMaxNs,
+      poll_engine: r.device.pollEngine,
       driver_poll_ns: r.device.driverPollNs,
+      placement: {
+        iothread_cpus: r.device.placement.iothreadCpus ?? null,
+        job_cpus: r.device.placement.jobCpus ?? null,
+        note: r.device.placement.note,
+      },
       mapping_mode: r.device.mode,
       mapping: r.device.mapping,
       iothreads: r.device.iothreads,

@@ -35,7 +35,7 @@ import {
   W_GO,
   W_STOP,
 } from "./job-types.js";
-import { allocGuestRegion } from "./native.js";
+import { allocGuestRegion, type Placement, placeThreads } from "./native.js";
 import { type BenchOptions, DEFAULT_SIZE, OptionError } from "./options.js";
 import { type GroupStats, groupStats, jobStats } from "./stats.js";
 
@@ -85,7 +85,9 @@ export interface BenchResult {
     queueSize: number;
     eventIdx: boolean;
     pollMaxNs: number;
+    pollEngine: boolean;
     driverPollNs: number;
+    placement: Placement;
     mode: string;
     mapping: { iothread: string; vqs: number[] }[];
     mappingText: string;
@@ -257,6 +259,13 @@ async function runOnImage(
     warnings.push("guest RAM is not page aligned (native addon unavailable): O_DIRECT engines may bounce");
   const disk = opts.ioengine === "memory" ? new SharedArrayBuffer(imageBytes) : undefined;
 
+  const nativeEngine = ["io_uring", "libaio", "auto"].includes(opts.ioengine);
+  const placement = placeThreads(
+    opts.iothreadCpus,
+    opts.cpusAllowed,
+    nativeEngine,
+    fileEngine ? image!.path : undefined,
+  );
   const devOpts: VirtioBlkDeviceOptions = {
     memory,
     numQueues: opts.numQueues,
@@ -269,7 +278,9 @@ async function runOnImage(
     ...(disk ? { disk } : {}),
     cache: opts.direct ? "none" : "writeback",
     pollMaxNs: opts.pollMaxNs,
+    pollEngine: opts.pollEngine,
     eventIdx: opts.eventIdx,
+    ...(placement.iothreadCpus ? { iothreadCpus: placement.iothreadCpus } : {}),
   };
   // Start the job threads first: their start-up overlaps the device's.
   const pool = new Piscina({
@@ -333,7 +344,7 @@ async function runOnImage(
           (opts.verify || opts.timeBased ? Number.POSITIVE_INFINITY : Math.floor(range.bytes / opts.bs)),
         verify: opts.verify !== undefined,
         driverPollNs: opts.driverPollNs,
-        cpus: opts.cpusAllowed,
+        cpus: placement.jobCpus,
       });
     }
 
@@ -421,6 +432,7 @@ async function runOnImage(
       imageBytes,
       rangeBytes,
       aligned,
+      placement,
       warnings,
       deviceProblem,
       interrupted: ctx.signal?.aborted ?? false,
@@ -447,6 +459,7 @@ function buildResult(
     imageBytes: number;
     rangeBytes: number;
     aligned: boolean;
+    placement: Placement;
     warnings: string[];
     deviceProblem: string | undefined;
     interrupted: boolean;
@@ -519,7 +532,9 @@ function buildResult(
       queueSize: opts.queueSize,
       eventIdx: opts.eventIdx,
       pollMaxNs: opts.pollMaxNs,
+      pollEngine: opts.pollEngine,
       driverPollNs: opts.driverPollNs,
+      placement: x.placement,
       mode: m.mode,
       mapping: m.iothreads.map((name, i) => ({ iothread: name, vqs: [...(m.iothreadQueues[i] ?? [])] })),
       mappingText: device.describeMapping(),

@@ -115,13 +115,21 @@ describe("option resolution", () => {
       outputFormat: "normal",
       seed: 137,
       pollMaxNs: 32768,
+      pollEngine: false,
+      iothreadCpus: "auto",
       eventIdx: true,
-      driverPollNs: 32768,
+      driverPollNs: 200_000,
       timeBased: false,
       rampMs: 0,
     });
     expect(o.runtimeMs).toBeUndefined();
     expect(o.percentiles).toEqual(DEFAULT_PERCENTILES);
+  });
+
+  it("reads --iothread-cpus and --poll-engine", () => {
+    expect(resolveOptions({ iothreadCpus: "1" }, 2).iothreadCpus).toEqual([1]);
+    expect(resolveOptions({ iothreadCpus: "none" }, 2).iothreadCpus).toBe("none");
+    expect(resolveOptions({ pollEngine: "1" }, 2).pollEngine).toBe(true);
   });
 
   it("maps engine aliases and rw aliases", () => {
@@ -213,6 +221,9 @@ describe("bad options: exit 1, a message naming the option and what is allowed",
     [["--poll-max-ns=-5"], "poll-max-ns", /integer from 0/],
     [["--event-idx=2"], "event-idx", /0 or 1/],
     [["--driver-poll-ns=x"], "driver-poll-ns", /integer from 0/],
+    [["--poll-engine=2"], "poll-engine", /0 or 1/],
+    [["--iothread-cpus=7"], "iothread-cpus", /auto, none, or CPU numbers and ranges 0-/],
+    [["--iothread-cpus=fast"], "iothread-cpus", /auto, none, or CPU numbers/],
     [["--repeat=0"], "repeat", /integer from 1 to 100/],
     [["--compare-fio", "--ioengine=memory"], "compare-fio", /null, threads .*io_uring, libaio or auto/],
     [["sweep", "--iodepths=1,0"], "iodepths", /comma-separated integers from 1 to 341/],

@@ -8,7 +8,7 @@ import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, wr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { nativeAvailable, probeEngines } from "@vblk/backend-libaio";
+import { diskIrqCpus, nativeAvailable, probeEngines } from "@vblk/backend-libaio";
 import { afterAll, describe, expect, it } from "vitest";
 import { main } from "../dist/cli.js";
 import { findFio } from "../dist/compare.js";
@@ -127,6 +127,8 @@ describe("real runs", () => {
     expect(job.read.runtime).toBeLessThan(1500);
     const v = j.vblk;
     expect(v.engine).toBe("null");
+    expect(v.placement).toMatchObject({ iothread_cpus: null, job_cpus: null });
+    expect(v.placement.note).toMatch(/IOThreads unpinned \(auto: no native engine\)/);
     expect(v.num_queues).toBe(2);
     expect(v.mapping).toEqual([{ iothread: "iothread0", vqs: [0, 1] }]);
     expect(v.iothreads).toHaveLength(1);
@@ -209,6 +211,11 @@ describe("real runs", () => {
       const j = JSON.parse(r.out) as Json;
       expect(j.vblk.engine).toBe(kind);
       expect(j.vblk.guest_memory_aligned).toBe(true);
+      // --iothread-cpus=auto: IOThreads where the disk's interrupts land, jobs elsewhere
+      const irq = diskIrqCpus(img);
+      expect(j.vblk.placement.iothread_cpus).toEqual(irq?.cpus ?? null);
+      expect(j.vblk.placement.job_cpus).toEqual(irq ? irq.online.filter((c) => !irq.cpus.includes(c)) : null);
+      expect(j.vblk.poll_engine).toBe(false);
       expect(j.vblk.mapping).toEqual([
         { iothread: "iothread0", vqs: [0] },
         { iothread: "iothread1", vqs: [1] },

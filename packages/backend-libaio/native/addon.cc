@@ -1,7 +1,7 @@
 // Module entry: each concept registers its own functions/classes.
 //   guest_memory.cc   allocGuestMemory, mapFd, addressOf
 //   fd_util.cc        eventfd, eventfdWrite, eventfdRead, closeFd
-//   thread_affinity.cc setThreadAffinity, getThreadAffinity, gettid
+//   thread_affinity.cc setThreadAffinity, getThreadAffinity, gettid, schedYield
 //   block_file.cc     openBlockFile
 //   poller.cc         Poller (epoll)
 //   engine.cc         NativeEngine (core + N-API), io_uring_engine.cc, aio_engine.cc

@@ -1,5 +1,7 @@
 // Per-thread CPU affinity (sched_setaffinity with pid 0 acts on the calling
-// thread only, so this pins the worker_thread that calls it) and gettid.
+// thread only, so this pins the worker_thread that calls it), gettid, and
+// sched_yield for threads that spin (so kernel workers queued on their CPU
+// run at once instead of after a scheduler tick).
 #include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -50,12 +52,18 @@ Napi::Value Gettid(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(::syscall(SYS_gettid)));
 }
 
+Napi::Value SchedYield(const Napi::CallbackInfo& info) {
+  ::sched_yield();
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitThreadAffinity(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreadAffinity", Napi::Function::New(env, SetThreadAffinity, "setThreadAffinity"));
   exports.Set("getThreadAffinity", Napi::Function::New(env, GetThreadAffinity, "getThreadAffinity"));
   exports.Set("gettid", Napi::Function::New(env, Gettid, "gettid"));
+  exports.Set("schedYield", Napi::Function::New(env, SchedYield, "schedYield"));
 }
 
 }  // namespace vblk

@@ -24,6 +24,7 @@ export interface NativeBinding {
   setThreadAffinity(cpus: number[]): void;
   getThreadAffinity(): number[];
   gettid(): number;
+  schedYield(): void;
   openBlockFile(
     path: string,
     direct: boolean,

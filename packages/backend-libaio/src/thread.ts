@@ -18,3 +18,11 @@ export function getThreadAffinity(): number[] {
 export function gettid(): number {
   return requireNative("gettid").gettid();
 }
+
+/**
+ * sched_yield(2) for the calling thread: lets any runnable task on this CPU
+ * (a kworker completing block I/O, say) run now. For spinning threads.
+ */
+export function schedYield(): void {
+  requireNative("schedYield").schedYield();
+}

@@ -359,8 +359,11 @@ export class SplitQueue {
     if (!this.notificationsEnabled) return;
     this.notificationsEnabled = false;
     if (!this.eventIdx) Atomics.store(this.used16, this.used16Base, USED_F_NO_NOTIFY);
-    // With EVENT_IDX, not moving avail_event forward is enough: the driver
-    // kicks once when it crosses the old value, then stops.
+    // With EVENT_IDX: an avail_event just behind what we consumed is one the
+    // driver will not cross for 65535 more buffers, so it stops kicking.
+    // (Leaving the old value would cost one more kick, a syscall for the
+    // driver and a spurious wake-up for us.)
+    else this.writeAvailEvent((this.lastAvail - 1) & 0xffff);
   }
 
   /**

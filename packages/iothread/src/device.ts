@@ -91,10 +91,21 @@ export interface VirtioBlkDeviceOptions {
   pollMaxNs?: number;
   pollGrow?: number;
   pollShrink?: number;
+  /**
+   * Also poll a native engine's completions while its I/O is in flight
+   * (QEMU polls its AIO completion ring). Default false: the IOThread polls
+   * the virtqueues only while nothing is in the kernel, and sleeps in epoll
+   * (completion eventfd + kicks) otherwise. On a VM whose vCPU also takes the
+   * disk's interrupt, spinning there delays that interrupt (BENCHMARKS.md).
+   */
+  pollEngine?: boolean;
   eventIdx?: boolean;
   indirect?: boolean;
-  /** CPU affinity per IOThread name (needs the native addon), like iothreadpin. */
-  iothreadCpus?: Record<string, number[]>;
+  /**
+   * CPU affinity per IOThread name, or one CPU list for every IOThread
+   * (needs the native addon), like libvirt's iothreadpin.
+   */
+  iothreadCpus?: Record<string, number[]> | number[];
   /** The VMM's interrupt line for the mmio transport. */
   onInterrupt?: (interruptStatus: number) => void;
   /** threads engine: I/O workers per IOThread. */
@@ -276,7 +287,8 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
     try {
       for (let i = 0; i < mapping.iothreads.length; i++) {
         const name = mapping.iothreads[i]!;
-        const cpus = opts.iothreadCpus?.[name];
+        const pin = opts.iothreadCpus;
+        const cpus = Array.isArray(pin) ? pin : pin?.[name];
         threads.push(
           await IoThread.spawn({
             index: i,
@@ -288,6 +300,7 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
             pollMaxNs,
             pollGrow: opts.pollGrow ?? 2,
             pollShrink: opts.pollShrink ?? 0,
+            pollEngine: opts.pollEngine ?? false,
             ...(cpus ? { cpus } : {}),
           }),
         );

@@ -26,6 +26,8 @@ export interface IoThreadInit {
   pollMaxNs: number;
   pollGrow: number;
   pollShrink: number;
+  /** Keep polling while native I/O is in flight (else sleep in epoll until it completes or a kick). */
+  pollEngine: boolean;
   cpus?: number[];
 }
 

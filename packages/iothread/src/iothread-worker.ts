@@ -233,6 +233,7 @@ function run(): void {
   let pollNs = pollMax;
   const grow = init.pollGrow;
   const shrink = init.pollShrink;
+  const pollEngine = init.pollEngine;
   let busyStart = nowNs();
   cnt[IC.pollNs] = pollNs;
   const pauseWord = ph.pauseWord;
@@ -275,8 +276,19 @@ function run(): void {
     // 5. idle: poll for a while, then sleep.
     const t0 = nowNs();
     let hit = false;
-    if (pollNs > 0 && !broken && !ph.paused) {
+    // While I/O is in the kernel (an eventfd engine), do not spin unless
+    // pollEngine: a spinning vCPU delays the disk interrupt it waits for
+    // (docs/BENCHMARKS.md, "polling and the disk's IRQ"). Sleep in epoll on
+    // the completion eventfd and the kicks instead, like fio does.
+    const pollNow = pollEngine || engine.inflight === 0 || engine.wait.kind !== "fd";
+    if (pollNs > 0 && pollNow && !broken && !ph.paused) {
+      // poll begin: we are watching the rings, so no kicks (QEMU does the same)
+      for (let lq = 0; lq < nq; lq++) queues[lq]!.disableNotification();
       const until = t0 + pollNs;
+      // The clock is read every 256 spins: performance.now() costs ~55 ns
+      // here and allocates, so reading it every spin means a scavenge every
+      // few ms (a latency tail).
+      let spins = 0;
       do {
         if (engine.inflight > 0 && engine.reap(reapCb) > 0) {
           hit = true;
@@ -297,7 +309,7 @@ function run(): void {
           hit = true;
           break;
         }
-      } while (nowNs() < until && Atomics.load(ctl, CTL_CMD) === Cmd.RUN);
+      } while ((++spins & 255) !== 0 || (nowNs() < until && Atomics.load(ctl, CTL_CMD) === Cmd.RUN));
     }
     if (hit) {
       cnt[IC.pollHits]!++;

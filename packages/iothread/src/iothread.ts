@@ -38,6 +38,7 @@ export interface IoThreadOptions {
   pollMaxNs: number;
   pollGrow: number;
   pollShrink: number;
+  pollEngine: boolean;
   cpus?: number[];
 }
 
@@ -118,6 +119,7 @@ export class IoThread extends EventEmitter {
       pollMaxNs: o.pollMaxNs,
       pollGrow: o.pollGrow,
       pollShrink: o.pollShrink,
+      pollEngine: o.pollEngine,
       ...(o.cpus ? { cpus: o.cpus } : {}),
     };
     const worker = new Worker(new URL("./iothread-worker.js", import.meta.url), {
