@@ -88,6 +88,8 @@ export interface BenchOptions {
   iothreadCpus: "auto" | "none" | number[];
   eventIdx: boolean;
   driverPollNs: number;
+  /** Requests per avail-index publish (fio's iodepth_batch_submit); 0 = all that fit. */
+  iodepthBatchSubmit: number;
   compareFio: boolean;
   repeat: number;
   /** The options as the user gave them (fio's "job options" in JSON). */
@@ -157,6 +159,11 @@ export const JOB_SPECS: Spec[] = [
   { name: "output-format", arg: "<fmt>", help: "normal, json, terse (default: normal)" },
   { name: "percentile_list", arg: "<list>", help: "clat percentiles, e.g. 1:5:50:99:99.9" },
   { name: "verify", arg: "<type>", help: "crc32c: write every block, then read it back and check it" },
+  {
+    name: "iodepth_batch_submit",
+    arg: "<n>",
+    help: "publish the avail index (and kick if asked) after this many new requests, 0 = all that fit (alias: iodepth_batch; default: 32, fio's is 1)",
+  },
   { name: "number_ios", arg: "<n>", help: "stop each job after this many I/Os" },
   { name: "seed", arg: "<n>", help: "random seed (alias: --randseed; default: 137 like fio)" },
   { name: "group_reporting", arg: "", help: "accepted for fio compatibility: groups are always reported" },
@@ -205,7 +212,11 @@ export const COMPARE_SPECS: Spec[] = [
 ];
 
 /** Other spellings accepted for an option (after - / _ folding). */
-const ALIASES: Record<string, string> = { randseed: "seed", output_format: "output-format" };
+const ALIASES: Record<string, string> = {
+  randseed: "seed",
+  output_format: "output-format",
+  iodepth_batch: "iodepth_batch_submit",
+};
 
 function fold(name: string): string {
   return name.replace(/-/g, "_").toLowerCase();
@@ -486,6 +497,7 @@ export function resolveOptions(raw: Raw, ncpus = cpus().length): BenchOptions {
     }
   }
   const driverPollNs = intOpt(raw, "driver-poll-ns", 200_000, 0, 1_000_000_000);
+  const iodepthBatchSubmit = intOpt(raw, "iodepth_batch_submit", 32, 0, 1024);
   const compareFio = boolOpt(raw, "compare-fio", false);
   const repeat = intOpt(raw, "repeat", 3, 1, 100);
 
@@ -520,6 +532,7 @@ export function resolveOptions(raw: Raw, ncpus = cpus().length): BenchOptions {
     iothreadCpus,
     eventIdx,
     driverPollNs,
+    iodepthBatchSubmit,
     compareFio,
     repeat,
     given,

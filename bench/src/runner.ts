@@ -344,6 +344,7 @@ async function runOnImage(
           (opts.verify || opts.timeBased ? Number.POSITIVE_INFINITY : Math.floor(range.bytes / opts.bs)),
         verify: opts.verify !== undefined,
         driverPollNs: opts.driverPollNs,
+        iodepthBatchSubmit: opts.iodepthBatchSubmit,
         cpus: placement.jobCpus,
       });
     }

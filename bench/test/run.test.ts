@@ -247,6 +247,23 @@ describe("--verify=crc32c", () => {
     expect(r.group.read.total_ios).toBe(1024);
   });
 
+  it("passes when requests are published in chunks of 3 and one by one (--iodepth_batch_submit)", async () => {
+    for (const batch of ["3", "1"]) {
+      const opts = resolveOptions({
+        ioengine: "memory",
+        rw: "randwrite",
+        size: "1M",
+        iodepth: "8",
+        verify: "crc32c",
+        iodepth_batch_submit: batch,
+      });
+      expect(opts.iodepthBatchSubmit).toBe(Number(batch));
+      const r = await runBench(opts);
+      expect(r.error, batch).toBe(0);
+      expect(r.verify, batch).toEqual({ blocks: 256, errors: 0 });
+    }
+  });
+
   it("catches a byte flipped in the image file between the phases, naming the offset", async () => {
     const opts = resolveOptions({
       ioengine: "threads",

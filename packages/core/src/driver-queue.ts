@@ -132,13 +132,22 @@ export class DriverQueue {
     for (let i = 0; i < n; i++) {
       const w = base + idx * 4;
       const gpa = gpas[i]!;
-      d[w] = gpa % TWO_32;
-      d[w + 1] = Math.floor(gpa / TWO_32);
-      d[w + 2] = lens[i]!;
       const next = this.nextFree[idx]!;
       let flags = i >= readable ? DescFlag.WRITE : 0;
       if (i + 1 < n) flags |= DescFlag.NEXT;
-      d[w + 3] = flags | ((i + 1 < n ? next : 0) << 16);
+      const lo = gpa % TWO_32;
+      const hi = Math.floor(gpa / TWO_32);
+      const len = lens[i]!;
+      const fn = (flags | ((i + 1 < n ? next : 0) << 16)) >>> 0;
+      // Reused chains mostly hold these values already: a store of the same
+      // value still takes the cache line away from the device's core, a load
+      // does not.
+      if (d[w] !== lo || d[w + 1] !== hi || d[w + 2] !== len || d[w + 3] !== fn) {
+        d[w] = lo;
+        d[w + 1] = hi;
+        d[w + 2] = len;
+        d[w + 3] = fn;
+      }
       this.chainNext[idx] = next;
       if (i + 1 < n) idx = next;
       else this.freeHead = next;
