@@ -424,7 +424,7 @@ uint32_t Engine::ReapInto(uint32_t start) {
     done_.pop_front();
     n++;
   }
-  if (n < cqCap_ && kernelInflight_ > 0) {
+  if (n < cqCap_ && (kernelInflight_ > 0 || watching_ > 0)) {
     BeforeHarvest();
     uint32_t h = Harvest(cq_ + 2 * n, cqCap_ - n);
     n += h;
@@ -449,6 +449,14 @@ uint32_t Engine::ReapInto(uint32_t start) {
 }
 
 uint32_t Engine::Reap() { return ReapInto(0); }
+
+uint32_t Engine::Sleep(double timeoutMs) {
+  uint32_t n = ReapInto(0);
+  if (n > 0 || !ready_.empty()) return n;
+  if (kernelInflight_ == 0 && watching_ == 0) return 0;  // nothing could wake us
+  WaitKernel(1, timeoutMs);
+  return ReapInto(0);
+}
 
 uint32_t Engine::Wait(uint32_t minComplete, double timeoutMs) {
   uint32_t n = ReapInto(0);
@@ -524,6 +532,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                            InstanceMethod<&EngineWrap::Submit>("submit"),
                            InstanceMethod<&EngineWrap::Reap>("reap"),
                            InstanceMethod<&EngineWrap::Wait>("waitCompletions"),
+                           InstanceMethod<&EngineWrap::Sleep>("sleep"),
+                           InstanceMethod<&EngineWrap::CanWatch>("canWatch"),
+                           InstanceMethod<&EngineWrap::WatchFd>("watchFd"),
+                           InstanceMethod<&EngineWrap::UnwatchFd>("unwatchFd"),
+                           InstanceMethod<&EngineWrap::TakeReady>("takeReady"),
+                           InstanceMethod<&EngineWrap::WatchErrors>("watchErrors"),
                            InstanceMethod<&EngineWrap::Inflight>("inflight"),
                            InstanceMethod<&EngineWrap::Stats>("stats"),
                            InstanceMethod<&EngineWrap::Describe>("describe"),
@@ -613,6 +627,44 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     double t = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
     if (std::isnan(t)) t = 0;
     return Napi::Number::New(info.Env(), e->Wait(minC, t));
+  }
+
+  Napi::Value Sleep(const Napi::CallbackInfo& info) {
+    Engine* e = Live(info.Env());
+    double t = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    if (std::isnan(t)) t = 0;
+    return Napi::Number::New(info.Env(), e->Sleep(t));
+  }
+
+  Napi::Value CanWatch(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), Live(info.Env())->CanWatch());
+  }
+
+  Napi::Value WatchFd(const Napi::CallbackInfo& info) {
+    Engine* e = Live(info.Env());
+    if (!e->CanWatch()) ThrowError(info.Env(), std::string("watchFd: the ") + e->Kind() + " engine cannot watch fds");
+    int fd = static_cast<int>(ArgInt(info[0], "watchFd: fd", 0, INT32_MAX));
+    uint32_t token = static_cast<uint32_t>(ArgInt(info[1], "watchFd: token", 0, UINT32_MAX));
+    e->WatchFd(fd, token);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value UnwatchFd(const Napi::CallbackInfo& info) {
+    Engine* e = Live(info.Env());
+    e->UnwatchFd(static_cast<uint32_t>(ArgInt(info[0], "unwatchFd: token", 0, UINT32_MAX)));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value TakeReady(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<uint32_t> r = Live(env)->TakeReady();
+    Napi::Array a = Napi::Array::New(env, r.size());
+    for (uint32_t i = 0; i < r.size(); i++) a.Set(i, Napi::Number::New(env, r[i]));
+    return a;
+  }
+
+  Napi::Value WatchErrors(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), Live(info.Env())->WatchErrors());
   }
 
   Napi::Value Inflight(const Napi::CallbackInfo& info) {

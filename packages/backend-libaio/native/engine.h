@@ -108,6 +108,25 @@ class Engine {
   bool Closed() const { return closed_; }
 
   int CompletionFd() const { return efd_; }
+
+  // ---- fd watching (io_uring: multishot POLL_ADD in the same ring) ----
+  // An IOThread that sleeps in the ring (Sleep) rather than in epoll must
+  // still wake for its kick eventfds: they are watched here, and a readable
+  // fd shows up as its token in TakeReady() after a Reap/Sleep.
+  virtual bool CanWatch() const { return false; }
+  virtual void WatchFd(int fd, uint32_t token) { (void)fd, (void)token; }
+  virtual void UnwatchFd(uint32_t token) { (void)token; }
+  // Sleep until a completion or a watched fd (or timeout ms; < 0 = forever),
+  // then reap like Reap(). Nothing is waited for when nothing could wake us.
+  uint32_t Sleep(double timeoutMs);
+  std::vector<uint32_t> TakeReady() {
+    std::vector<uint32_t> out;
+    out.swap(ready_);
+    return out;
+  }
+  // Watches whose poll the kernel refused (old kernel): the caller should
+  // fall back to epoll.
+  uint32_t WatchErrors() const { return watchErrors_; }
   uint32_t SqCapacity() const { return sqCap_; }
   uint32_t IovCapacity() const { return iovCap_; }
   uint32_t CqCapacity() const { return cqCap_; }
@@ -155,6 +174,15 @@ class Engine {
   int64_t SyncDiscardOrZero(Req* r);
   int64_t SyncFdatasync();
 
+  // Backends: a watched fd became readable (or its poll failed).
+  void NoteReady(uint32_t token) {
+    for (uint32_t t : ready_)
+      if (t == token) return;
+    ready_.push_back(token);
+  }
+  void NoteWatchError() { watchErrors_++; }
+  uint32_t watching_ = 0;  // active watches: Harvest must run even with no I/O in flight
+
   EngineConfig cfg_;
   int fd_;
   int efd_ = -1;  // completion eventfd
@@ -189,6 +217,8 @@ class Engine {
   uint32_t writesInflight_ = 0;
   EngineStats stats_;
   bool leaked_ = false;
+  std::vector<uint32_t> ready_;
+  uint32_t watchErrors_ = 0;
 };
 
 // Backend factories (throw Napi::Error on failure).

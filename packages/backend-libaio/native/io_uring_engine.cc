@@ -207,12 +207,16 @@ class IoUringEngine final : public Engine {
   }
 
   bool QueueFlush(Req* r) override {
+    // With watched fds in the ring, DRAIN would wait for their multishot
+    // polls, which never complete: hold the flush in the core until the
+    // writes before it are done instead (what libaio does).
+    if (watching_ > 0 && WritesInflight() > 0) return false;
     struct io_uring_sqe* sqe = NextSqe();
     sqe->opcode = IORING_OP_FSYNC;
     sqe->fd = fd_;
     sqe->fsync_flags = IORING_FSYNC_DATASYNC;
     // DRAIN: starts only after everything submitted before it has completed.
-    sqe->flags = IOSQE_IO_DRAIN;
+    if (watching_ == 0) sqe->flags = IOSQE_IO_DRAIN;
     sqe->user_data = static_cast<uint64_t>(r->slot);
     return true;
   }
@@ -263,11 +267,72 @@ class IoUringEngine final : public Engine {
       const struct io_uring_cqe* cqe = &cqes_[head & cqMask_];
       uint64_t slot = cqe->user_data;
       int32_t res = cqe->res;
+      uint32_t flags = cqe->flags;
       head++;
+      if (slot & kWatchTag) {
+        OnWatchCqe(static_cast<uint32_t>(slot), res, flags);
+        continue;
+      }
+      if (slot & kCancelTag) continue;
       if (slot <= UINT32_MAX && Finish(static_cast<uint32_t>(slot), res, out + 2 * n)) n++;
     }
     __atomic_store_n(cqHead_, head, __ATOMIC_RELEASE);
     return n;
+  }
+
+  // ---- watched fds: one multishot POLL_ADD per fd, user_data = kWatchTag | token
+  //
+  //   user_data:  [ 63 .. 41 | 40 = cancel | 39 = watch | 31 .. 0 = slot or token ]
+  bool CanWatch() const override { return true; }
+
+  void WatchFd(int fd, uint32_t token) override {
+    UnwatchFd(token);
+    watches_.push_back({token, fd});
+    watching_ = static_cast<uint32_t>(watches_.size());
+    ArmWatch(fd, token);
+    Kick();
+  }
+
+  void UnwatchFd(uint32_t token) override {
+    for (size_t i = 0; i < watches_.size(); i++) {
+      if (watches_[i].first != token) continue;
+      watches_.erase(watches_.begin() + static_cast<long>(i));
+      watching_ = static_cast<uint32_t>(watches_.size());
+      struct io_uring_sqe* sqe = NextSqe();
+      sqe->opcode = IORING_OP_POLL_REMOVE;
+      sqe->fd = -1;
+      sqe->addr = kWatchTag | token;
+      sqe->user_data = kCancelTag | token;
+      Kick();
+      return;
+    }
+  }
+
+  void ArmWatch(int fd, uint32_t token) {
+    struct io_uring_sqe* sqe = NextSqe();
+    sqe->opcode = IORING_OP_POLL_ADD;
+    sqe->fd = fd;
+    sqe->poll32_events = POLLIN;
+    sqe->len = IORING_POLL_ADD_MULTI;
+    sqe->user_data = kWatchTag | token;
+  }
+
+  void OnWatchCqe(uint32_t token, int32_t res, uint32_t flags) {
+    int fd = -1;
+    for (auto& w : watches_)
+      if (w.first == token) fd = w.second;
+    if (fd < 0) return;  // unwatched meanwhile (the removal's CQE races with the last poll)
+    if (res < 0 && res != -ECANCELED) {
+      NoteWatchError();
+      NoteReady(token);  // wake the caller so that it notices and falls back
+      return;
+    }
+    // Readable: clear the counter (kick eventfds) so that the next write
+    // wakes the poll again, and tell the caller.
+    if (res > 0) EventfdDrain(fd, nullptr);
+    NoteReady(token);
+    // The kernel ends a multishot poll now and then (F_MORE clear): re-arm.
+    if (!(flags & IORING_CQE_F_MORE)) ArmWatch(fd, token);
   }
 
   bool KernelReady() override {
@@ -352,6 +417,9 @@ class IoUringEngine final : public Engine {
   struct io_uring_cqe* cqes_ = nullptr;
   uint32_t localTail_ = 0;
   uint32_t toSubmit_ = 0;
+  static constexpr uint64_t kWatchTag = 1ULL << 39;
+  static constexpr uint64_t kCancelTag = 1ULL << 40;
+  std::vector<std::pair<uint32_t, int>> watches_;  // (token, fd)
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 // engine / depth / block size / file for comparison (apt-get install fio).
 //
 // Options: --engine io_uring|libaio  --depth N  --seconds S  --bs BYTES
+//          (--mode epoll: sleep in epoll_wait on the engine's completion eventfd, like an IOThread)
 //          --file PATH (default: $TMPDIR/vblk-qd-bench.img, created with random data)
 //          --size BYTES (when creating the file; default 1 GiB)  --mode poll|wait  --fio
 //          --buffered (no O_DIRECT: with a cached file this measures the software path,
@@ -71,6 +72,9 @@ const e = new m.NativeEngine({
   depth,
 });
 const { sq, iov, cq } = e;
+// --mode epoll: sleep in epoll on the completion eventfd (as the IOThread does)
+const poller = mode === "epoll" ? new m.Poller() : null;
+if (poller) poller.add(e.completionFd, 1);
 const SQ = m.SQ_STRIDE;
 const IOV = m.IOV_STRIDE;
 
@@ -114,7 +118,15 @@ const t0 = performance.now();
 const tEnd = t0 + seconds * 1000;
 let now = t0;
 while (now < tEnd) {
-  const k = mode === "wait" ? e.waitCompletions(1, 100) : e.reap();
+  let k;
+  if (mode === "wait") k = e.waitCompletions(1, 100);
+  else if (mode === "epoll") {
+    k = e.reap();
+    if (k === 0) {
+      poller.wait(100);
+      k = e.reap();
+    }
+  } else k = e.reap();
   if (k === 0) {
     emptyReaps++;
     if ((emptyReaps & 255) === 0) now = performance.now();

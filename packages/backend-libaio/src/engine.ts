@@ -140,6 +140,44 @@ export class NativeEngine {
     return this.#n.waitCompletions(minComplete, timeoutMs);
   }
 
+  /**
+   * io_uring only: watch `fd` (an eventfd) for readability inside the ring
+   * (a multishot POLL_ADD), so that sleep() also wakes when it is written.
+   * After a reap()/sleep(), takeReady() lists the tokens of fds that fired
+   * (each eventfd is drained). Watching a token again replaces its fd.
+   */
+  canWatch(): boolean {
+    return this.#n.canWatch();
+  }
+
+  watchFd(fd: number, token: number): void {
+    this.#n.watchFd(fd, token);
+  }
+
+  unwatchFd(token: number): void {
+    this.#n.unwatchFd(token);
+  }
+
+  /** Tokens of watched fds that became readable since the last call. */
+  takeReady(): number[] {
+    return this.#n.takeReady();
+  }
+
+  /** Watches the kernel refused (no multishot poll): fall back to epoll. */
+  watchErrors(): number {
+    return this.#n.watchErrors();
+  }
+
+  /**
+   * Sleep in the kernel until a completion or a watched fd (or `timeoutMs`,
+   * -1 forever), then reap into `cq` like reap(). io_uring: one
+   * io_uring_enter(GETEVENTS), the way fio waits. Returns at once when
+   * nothing is in flight or watched.
+   */
+  sleep(timeoutMs: number): number {
+    return this.#n.sleep(timeoutMs);
+  }
+
   /** Requests submitted and not yet returned by reap()/waitCompletions(). */
   inflight(): number {
     return this.#n.inflight();

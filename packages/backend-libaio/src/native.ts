@@ -65,6 +65,12 @@ export interface NativeEngineBinding {
   submit(count: number): void;
   reap(): number;
   waitCompletions(minComplete: number, timeoutMs: number): number;
+  sleep(timeoutMs: number): number;
+  canWatch(): boolean;
+  watchFd(fd: number, token: number): void;
+  unwatchFd(token: number): void;
+  takeReady(): number[];
+  watchErrors(): number;
   inflight(): number;
   stats(): {
     submitted: number;

@@ -6,6 +6,9 @@ import {
   allocGuestMemory,
   closeFd,
   type EngineKind,
+  eventfd,
+  eventfdRead,
+  eventfdWrite,
   NativeEngine,
   nativeAvailable,
   nativeLoadError,
@@ -75,6 +78,82 @@ for (const kind of ["io_uring", "libaio"] as EngineKind[]) {
       engines.push(e);
       return e;
     }
+
+    it(
+      kind === "io_uring"
+        ? "sleep() wakes for a completion or a watched eventfd, and reports which fd fired"
+        : "cannot watch fds (epoll serves libaio)",
+      () => {
+        const path = image("watch.img", 1 * MiB, 0x5a);
+        const e = engine(path);
+        if (kind !== "io_uring") {
+          expect(e.canWatch()).toBe(false);
+          expect(() => e.watchFd(0, 1)).toThrow(/cannot watch/);
+          return;
+        }
+        expect(e.canWatch()).toBe(true);
+        // nothing in flight, nothing watched: returns at once
+        let t = performance.now();
+        expect(e.sleep(2000)).toBe(0);
+        expect(performance.now() - t).toBeLessThan(500);
+        const kick = eventfd(0, true);
+        const other = eventfd(0, true);
+        try {
+          e.watchFd(kick, 7);
+          e.watchFd(other, 9);
+          // nothing written: the sleep times out
+          t = performance.now();
+          expect(e.sleep(60)).toBe(0);
+          expect(performance.now() - t).toBeGreaterThanOrEqual(50);
+          expect(e.takeReady()).toEqual([]);
+          // a write wakes it, names the fd and drains it
+          eventfdWrite(kick, 1);
+          t = performance.now();
+          expect(e.sleep(2000)).toBe(0);
+          expect(performance.now() - t).toBeLessThan(500);
+          expect(e.takeReady()).toEqual([7]);
+          expect(eventfdRead(kick)).toBe(0);
+          // again: the poll is multishot
+          eventfdWrite(kick, 3);
+          e.sleep(2000);
+          expect(e.takeReady()).toEqual([7]);
+          // a completion wakes it too, and is reaped into cq
+          const b = new Batch(e);
+          b.add(OP_READ, 42, 0, [[0, 0, 4096]]);
+          b.submit();
+          let got = 0;
+          for (let i = 0; i < 10 && got === 0; i++) got = e.sleep(2000);
+          expect(got).toBe(1);
+          expect([e.cq[0], e.cq[1]]).toEqual([42, 4096]);
+          expect(mem[100]).toBe(0x5a);
+          // a FLUSH behind a write completes while fds are watched (no IO_DRAIN
+          // behind a multishot poll that never ends), and after the write
+          mem.fill(0xc3, 8192, 12288);
+          b.add(OP_WRITE, 50, 4096, [[0, 8192, 4096]]);
+          b.add(OP_FLUSH, 51, 0);
+          b.submit();
+          const order: number[] = [];
+          const deadline = performance.now() + 5000;
+          while (order.length < 2 && performance.now() < deadline) {
+            const k = e.sleep(1000);
+            for (let i = 0; i < k; i++) order.push(e.cq[2 * i]!);
+          }
+          expect(order).toEqual([50, 51]);
+          // unwatched: a write no longer wakes it
+          e.unwatchFd(7);
+          eventfdWrite(kick, 1);
+          t = performance.now();
+          e.sleep(60);
+          expect(performance.now() - t).toBeGreaterThanOrEqual(50);
+          expect(e.takeReady()).toEqual([]);
+          expect(e.watchErrors()).toBe(0);
+        } finally {
+          e.unwatchFd(9);
+          closeFd(kick);
+          closeFd(other);
+        }
+      },
+    );
 
     it("writes patterns and reads them back (O_DIRECT, zero copy)", () => {
       const path = image("rw.img", 4 * MiB, 0);

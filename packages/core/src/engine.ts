@@ -83,6 +83,26 @@ export interface BlockEngine {
    * ring nobody (the fault engine's added latency). Undefined: no limit.
    */
   nextDueMs?(): number | undefined;
+  /**
+   * Optional (io_uring): the IOThread may sleep inside the engine, the way
+   * fio waits, instead of in epoll on the completion eventfd.
+   */
+  readonly kernelWait?: KernelWait;
+}
+
+/** Sleeping inside the engine with the IOThread's eventfds watched there. */
+export interface KernelWait {
+  /** Wake sleep() when this eventfd is written (it is drained); `token` names it. */
+  watch(fd: number, token: number): void;
+  unwatch(token: number): void;
+  /**
+   * Sleep until a completion, a watched fd or timeoutMs (-1 forever);
+   * completions go to onComplete as in reap(). Returns the tokens of the
+   * watched fds that fired.
+   */
+  sleep(timeoutMs: number, onComplete: (tag: number, result: number) => void): number[];
+  /** The kernel refused a watch: use epoll instead. */
+  broken(): boolean;
 }
 
 /** The disk as the device presents it. */

@@ -99,6 +99,13 @@ export interface VirtioBlkDeviceOptions {
    * disk's interrupt, spinning there delays that interrupt (BENCHMARKS.md).
    */
   pollEngine?: boolean;
+  /**
+   * io_uring engines: an idle IOThread sleeps in io_uring_enter (the way fio
+   * waits) with its kick eventfds watched in the ring by multishot POLL_ADD
+   * (QEMU's fdmon-io_uring), instead of in epoll. Default true; falls back
+   * to epoll when the kernel refuses the watch.
+   */
+  sleepInEngine?: boolean;
   eventIdx?: boolean;
   indirect?: boolean;
   /**
@@ -301,6 +308,7 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
             pollGrow: opts.pollGrow ?? 2,
             pollShrink: opts.pollShrink ?? 0,
             pollEngine: opts.pollEngine ?? false,
+            sleepInEngine: opts.sleepInEngine ?? process.env.VBLK_SLEEP_IN_ENGINE !== "0",
             ...(cpus ? { cpus } : {}),
           }),
         );

@@ -28,6 +28,8 @@ export interface IoThreadInit {
   pollShrink: number;
   /** Keep polling while native I/O is in flight (else sleep in epoll until it completes or a kick). */
   pollEngine: boolean;
+  /** io_uring engines: sleep in io_uring_enter with the eventfds watched in the ring (else epoll). */
+  sleepInEngine: boolean;
   cpus?: number[];
 }
 

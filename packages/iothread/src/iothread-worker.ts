@@ -28,6 +28,7 @@ import {
   finishBlkRequest,
   GuestMemory,
   IoOp,
+  type KernelWait,
   parseBlkRequest,
   SplitQueue,
   VirtqueueError,
@@ -59,6 +60,8 @@ let engine: BlockEngine = undefined as unknown as BlockEngine;
 type NativeMod = typeof import("@vblk/backend-libaio");
 let native: NativeMod | null = null;
 let poller: InstanceType<NativeMod["Poller"]> | null = null;
+/** Set when the IOThread sleeps inside the engine (io_uring) rather than in epoll. */
+let kw: KernelWait | null = null;
 const TOKEN_WAKE = 0x7fff_fff0;
 /** A sleep longer than this many poll windows means the queues were idle. */
 const IDLE_FACTOR = 32;
@@ -94,6 +97,14 @@ async function openEngine(): Promise<void> {
       poller.add(init.wake.fd, TOKEN_WAKE);
     }
     if (engine.wait.kind === "fd") poller.add(engine.wait.fd, TOKEN_COMPLETION);
+    // io_uring: sleep in the ring itself (io_uring_enter, as fio waits) with
+    // our eventfds watched there (QEMU's fdmon-io_uring does the same). The
+    // epoll set stays registered as the fallback.
+    kw = init.sleepInEngine && engine.kernelWait !== undefined ? engine.kernelWait : null;
+    if (kw !== null) {
+      kw.watch(init.wake.fd, TOKEN_WAKE);
+      for (let i = 0; i < kickFds.length; i++) kw.watch(kickFds[i]!, i);
+    }
   } else if (engine.wait.kind === "fd") {
     throw new Error(
       `engine ${engine.name} completes on an eventfd: the IOThread must wait in epoll (wake kind eventfd)`,
@@ -344,6 +355,18 @@ function run(): void {
     cnt[IC.pollMisses]!++;
     if (wakeBell !== null) {
       wakeBell.wait(snap, sleepMs());
+    } else if (kw !== null) {
+      const ready = kw.sleep(sleepMs(), reapCb);
+      for (let i = 0; i < ready.length; i++) {
+        const t = ready[i]!;
+        if (t < kickFds.length) cnt[qbase[t]! + QC.kicks]!++;
+      }
+      if (kw.broken()) {
+        console.warn(
+          `IOThread ${init.name}: io_uring refused to watch eventfds; sleeping in epoll from now on`,
+        );
+        kw = null;
+      }
     } else {
       const n = poller!.wait(sleepMs());
       const ready = poller!.ready;
@@ -379,6 +402,7 @@ function run(): void {
     if (timed) ph.tick();
     if (engine.reap(reapCb) === 0) {
       if (wakeBell !== null) wakeBell.wait(wakeBell.snapshot(), 5);
+      else if (kw !== null) kw.sleep(5, reapCb);
       else poller!.wait(5);
     }
   }
@@ -414,6 +438,7 @@ function start(m: StartMessage): void {
     if (s.kickFd !== undefined) {
       if (poller === null) throw new Error("a queue kick eventfd needs the eventfd wake mode");
       poller.add(s.kickFd, i);
+      kw?.watch(s.kickFd, i);
       kickFds.push(s.kickFd);
     }
   }
@@ -472,7 +497,10 @@ async function onStart(m: StartMessage): Promise<void> {
       post({ type: "fatal", message: `IOThread ${init.name}: ${(e as Error).stack ?? e}` });
     }
     const qs = queues.map((q) => ({ index: q.index, nextAvail: q.nextAvail, nextUsed: q.nextUsed }));
-    for (const fd of kickFds) poller?.remove(fd);
+    for (let i = 0; i < kickFds.length; i++) {
+      poller?.remove(kickFds[i]!);
+      kw?.unwatch(i);
+    }
     kickFds = [];
     const cancelled = engine.inflight;
     if (cancelled > 0) engineStale = true;

@@ -39,6 +39,7 @@ export interface IoThreadOptions {
   pollGrow: number;
   pollShrink: number;
   pollEngine: boolean;
+  sleepInEngine: boolean;
   cpus?: number[];
 }
 
@@ -120,6 +121,7 @@ export class IoThread extends EventEmitter {
       pollGrow: o.pollGrow,
       pollShrink: o.pollShrink,
       pollEngine: o.pollEngine,
+      sleepInEngine: o.sleepInEngine,
       ...(o.cpus ? { cpus: o.cpus } : {}),
     };
     const worker = new Worker(new URL("./iothread-worker.js", import.meta.url), {

@@ -14,6 +14,7 @@ import type {
   EngineSpec,
   EngineStats,
   IoRequest,
+  KernelWait,
 } from "@vblk/core";
 
 type FileEngineSpec = Extract<EngineSpec, { path: string }>;
@@ -24,6 +25,7 @@ const IOV = 3;
 export class NativeBlockEngine implements BlockEngine {
   readonly name: string;
   readonly wait: CompletionWait;
+  readonly kernelWait: KernelWait | undefined;
   private readonly e: NativeEngine;
   private readonly sq: Float64Array;
   private readonly iov: Float64Array;
@@ -52,6 +54,18 @@ export class NativeBlockEngine implements BlockEngine {
     this.sq = this.e.sq;
     this.iov = this.e.iov;
     this.cq = this.e.cq;
+    const e = this.e;
+    this.kernelWait = e.canWatch()
+      ? {
+          watch: (fd, token) => e.watchFd(fd, token),
+          unwatch: (token) => e.unwatchFd(token),
+          sleep: (timeoutMs, onComplete) => {
+            this.deliver(e.sleep(timeoutMs), onComplete);
+            return e.takeReady();
+          },
+          broken: () => e.watchErrors() > 0,
+        }
+      : undefined;
   }
 
   enqueue(req: IoRequest): void {
@@ -86,7 +100,10 @@ export class NativeBlockEngine implements BlockEngine {
   }
 
   reap(onComplete: (tag: number, result: number) => void): number {
-    const c = this.e.reap();
+    return this.deliver(this.e.reap(), onComplete);
+  }
+
+  private deliver(c: number, onComplete: (tag: number, result: number) => void): number {
     const cq = this.cq;
     for (let i = 0; i < c; i++) onComplete(cq[2 * i]! >>> 0, cq[2 * i + 1]!);
     this.queuedInflight -= c;
