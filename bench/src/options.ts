@@ -67,6 +67,8 @@ export interface BenchOptions {
   runtimeMs: number | undefined;
   timeBased: boolean;
   rampMs: number;
+  /** vblk-only untimed warm-up before ramp/measurement (JIT), ms. */
+  warmupMs: number;
   direct: boolean;
   ioengine: EngineChoice;
   /** --ioengine exactly as given (psync, native, ...). */
@@ -145,6 +147,11 @@ export const JOB_SPECS: Spec[] = [
   { name: "runtime", arg: "<time>", help: "time limit, seconds or with s/ms/m/h suffix" },
   { name: "time_based", arg: "[0|1]", help: "run for --runtime even when --size is done" },
   { name: "ramp_time", arg: "<time>", help: "run this long before measuring" },
+  {
+    name: "warmup",
+    arg: "<time>",
+    help: "untimed warm-up of the JIT before the measured window, vblk only (fio is compiled ahead of time); like tinybench's warmupTime (default: 300ms, 0 = none)",
+  },
   {
     name: "direct",
     arg: "<0|1>",
@@ -377,6 +384,7 @@ export function resolveOptions(raw: Raw, ncpus = cpus().length): BenchOptions {
       "--time_based: needs --runtime (how long to run); allowed: with --runtime=<time>",
     );
   const rampMs = timeOpt(raw, "ramp_time", true) ?? 0;
+  const warmupMs = timeOpt(raw, "warmup", true) ?? 300;
   const direct = boolOpt(raw, "direct", true);
 
   const engText = str(raw, "ioengine") ?? "auto";
@@ -514,6 +522,7 @@ export function resolveOptions(raw: Raw, ncpus = cpus().length): BenchOptions {
     runtimeMs,
     timeBased,
     rampMs,
+    warmupMs,
     direct,
     ioengine,
     ioengineGiven: engText,

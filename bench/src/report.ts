@@ -146,6 +146,8 @@ export function deviceSection(r: BenchResult): string[] {
     }, poll-max-ns=${d.pollMaxNs}, poll-engine=${d.pollEngine ? 1 : 0}, driver-poll-ns=${d.driverPollNs}`,
   );
   out.push(`  placement: ${d.placement.note}`);
+  if (d.warmupMs > 0)
+    out.push(`  warm-up: ${d.warmupMs} ms untimed before the window (JIT; --warmup=0 for none)`);
   if (r.filename)
     out.push(
       `  image: ${r.filename} (${formatSize(r.imageBytes)}${r.tempImage ? ", temporary" : ""}), range ${formatSize(r.rangeBytes)}`,
@@ -343,6 +345,7 @@ export function toJson(r: BenchResult): Record<string, unknown> {
       event_idx: r.device.eventIdx,
       poll_max_ns: r.device.pollMaxNs,
       poll_engine: r.device.pollEngine,
+      warmup_ms: r.device.warmupMs,
       driver_poll_ns: r.device.driverPollNs,
       placement: {
         iothread_cpus: r.device.placement.iothreadCpus ?? null,

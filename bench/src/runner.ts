@@ -88,6 +88,7 @@ export interface BenchResult {
     pollEngine: boolean;
     driverPollNs: number;
     placement: Placement;
+    warmupMs: number;
     mode: string;
     mapping: { iothread: string; vqs: number[] }[];
     mappingText: string;
@@ -260,6 +261,8 @@ async function runOnImage(
   const disk = opts.ioengine === "memory" ? new SharedArrayBuffer(imageBytes) : undefined;
 
   const nativeEngine = ["io_uring", "libaio", "auto"].includes(opts.ioengine);
+  // The JIT warm-up only makes sense before a timed window (a size-bound run would lose I/Os to it).
+  const warmupMs = opts.timeBased && !opts.verify ? opts.warmupMs : 0;
   const placement = placeThreads(
     opts.iothreadCpus,
     opts.cpusAllowed,
@@ -336,7 +339,7 @@ async function runOnImage(
         rangeBytes: range.bytes,
         seed: (opts.seed + Math.imul(j, 0x9e3779b9)) >>> 0,
         verifySeed: opts.seed,
-        rampMs: opts.rampMs,
+        rampMs: opts.rampMs + warmupMs,
         runtimeMs: opts.runtimeMs ?? Number.POSITIVE_INFINITY,
         timeBased: opts.timeBased,
         totalIos:
@@ -380,10 +383,10 @@ async function runOnImage(
     const startT = performance.now();
     let base = snapshot(device);
     release(0);
-    if (opts.rampMs > 0 && !opts.verify)
+    if (opts.rampMs + warmupMs > 0 && !opts.verify)
       rampTimer = setTimeout(() => {
         base = snapshot(device);
-      }, opts.rampMs);
+      }, opts.rampMs + warmupMs);
     if (ctx.onProgress) {
       const prog = new Float64Array(ctl, PROGRESS_BASE, opts.numjobs * PROGRESS_FIELDS);
       ticker = setInterval(() => {
@@ -434,6 +437,7 @@ async function runOnImage(
       rangeBytes,
       aligned,
       placement,
+      warmupMs,
       warnings,
       deviceProblem,
       interrupted: ctx.signal?.aborted ?? false,
@@ -461,6 +465,7 @@ function buildResult(
     rangeBytes: number;
     aligned: boolean;
     placement: Placement;
+    warmupMs: number;
     warnings: string[];
     deviceProblem: string | undefined;
     interrupted: boolean;
@@ -536,6 +541,7 @@ function buildResult(
       pollEngine: opts.pollEngine,
       driverPollNs: opts.driverPollNs,
       placement: x.placement,
+      warmupMs: x.warmupMs,
       mode: m.mode,
       mapping: m.iothreads.map((name, i) => ({ iothread: name, vqs: [...(m.iothreadQueues[i] ?? [])] })),
       mappingText: device.describeMapping(),

@@ -122,6 +122,7 @@ describe("option resolution", () => {
       iodepthBatchSubmit: 32,
       timeBased: false,
       rampMs: 0,
+      warmupMs: 300,
     });
     expect(o.runtimeMs).toBeUndefined();
     expect(o.percentiles).toEqual(DEFAULT_PERCENTILES);

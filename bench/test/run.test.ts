@@ -127,6 +127,8 @@ describe("real runs", () => {
     expect(job.read.runtime).toBeLessThan(1500);
     const v = j.vblk;
     expect(v.engine).toBe("null");
+    // a time-based run warms the JIT up for 300 ms outside the measured window
+    expect(v.warmup_ms).toBe(300);
     expect(v.placement).toMatchObject({ iothread_cpus: null, job_cpus: null });
     expect(v.placement.note).toMatch(/IOThreads unpinned \(auto: no native engine\)/);
     expect(v.num_queues).toBe(2);
@@ -243,6 +245,7 @@ describe("--verify=crc32c", () => {
     const r = await runBench(opts);
     expect(r.error).toBe(0);
     expect(r.verify).toEqual({ blocks: 1024, errors: 0 });
+    expect(r.device.warmupMs).toBe(0); // no warm-up outside a timed window
     expect(r.group.write.total_ios).toBe(1024);
     expect(r.group.read.total_ios).toBe(1024);
   });
