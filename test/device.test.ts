@@ -4,6 +4,7 @@
 import { mkdtempSync, openSync, readSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { nativeAvailable, spinWait16 } from "@vblk/backend-libaio";
 import { DescFlag, GuestMemory, Status } from "@vblk/core";
 import { connectDriver, openDriverQueue, VirtioBlkDevice } from "@vblk/iothread";
 import { afterAll, describe, expect, it } from "vitest";
@@ -256,6 +257,18 @@ describe("VirtioBlkDevice with IOThreads", () => {
       expect(h.blk.popCompletion()).toBeGreaterThanOrEqual(0);
       expect(h.blk.lastToken).toBe("t");
       expect(h.blk.lastStatus).toBe(0);
+      // the native PAUSE spin (when the addon loaded) waits the same way
+      if (nativeAvailable()) {
+        h.spinWait = spinWait16;
+        h.blk.read(8, conn.end, 512, "u");
+        h.submit();
+        expect(h.waitUsed(1_000_000_000, 5_000)).toBe(true);
+        expect(h.blk.popCompletion()).toBeGreaterThanOrEqual(0);
+        expect(h.blk.lastToken).toBe("u");
+        const sleeps = h.sleeps;
+        expect(h.waitUsed(2_000_000, 5)).toBe(false); // nothing in flight: spins 2 ms, sleeps, times out
+        expect(h.sleeps).toBe(sleeps + 1);
+      } else console.warn("[device] native addon not loaded: spinWait16 part SKIPPED");
     } finally {
       await device.close();
     }

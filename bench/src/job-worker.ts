@@ -29,7 +29,7 @@ import {
   W_GO,
   W_STOP,
 } from "./job-types.js";
-import { pinThread, spinRelax } from "./native.js";
+import { nativeSpin, pinThread, spinRelax } from "./native.js";
 import { XorShift128 } from "./prng.js";
 import { checkVerifyBlock, fillVerifyBlock } from "./verify.js";
 
@@ -109,6 +109,7 @@ export default function runJob(task: JobTask): JobResult {
     }
     const h = openDriverQueue(task.desc as DriverQueueDesc);
     h.relax = spinRelax();
+    if (!process.env.VBLK_JS_SPIN) h.spinWait = nativeSpin();
     const blk = h.blk;
     const bs = task.bs;
     const sectorsPerByte = 1 / 512;

@@ -13,6 +13,7 @@ import {
   probeEngines,
   schedYield,
   setThreadAffinity,
+  spinWait16,
 } from "@vblk/backend-libaio";
 import type { GuestRegionInit } from "@vblk/core";
 
@@ -39,6 +40,11 @@ export function pinThread(cpus: number[]): string | undefined {
 /** What a spinning job calls every few microseconds (sched_yield), when the addon loaded. */
 export function spinRelax(): (() => void) | undefined {
   return nativeAvailable() ? schedYield : undefined;
+}
+
+/** A PAUSE-based native spin on a ring index, when the addon loaded. */
+export function nativeSpin(): typeof spinWait16 | undefined {
+  return nativeAvailable() ? spinWait16 : undefined;
 }
 
 /** Guest RAM of `size` bytes at GPA 0: page aligned through the addon when it loads. */

@@ -20,5 +20,5 @@ export type { PollerAddOptions } from "./poller.js";
 export { Poller } from "./poller.js";
 export type { EngineProbe } from "./probe.js";
 export { probeEngines, setProbeOverrideForTests } from "./probe.js";
-export { getThreadAffinity, gettid, schedYield, setThreadAffinity } from "./thread.js";
+export { getThreadAffinity, gettid, schedYield, setThreadAffinity, spinWait16 } from "./thread.js";
 export * from "./unix-socket.js";

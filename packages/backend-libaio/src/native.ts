@@ -25,6 +25,7 @@ export interface NativeBinding {
   getThreadAffinity(): number[];
   gettid(): number;
   schedYield(): void;
+  spinWait16(u16: Uint16Array, index: number, value: number, ns: number): boolean;
   openBlockFile(
     path: string,
     direct: boolean,

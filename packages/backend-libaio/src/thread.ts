@@ -26,3 +26,12 @@ export function gettid(): number {
 export function schedYield(): void {
   requireNative("schedYield").schedYield();
 }
+
+/**
+ * Spin with the CPU's PAUSE instruction until `u16[index] !== value` or `ns`
+ * nanoseconds pass; true when it changed. For a thread waiting for another
+ * thread's store to shared memory (a driver waiting for used.idx).
+ */
+export function spinWait16(u16: Uint16Array, index: number, value: number, ns: number): boolean {
+  return requireNative("spinWait16").spinWait16(u16, index, value, ns);
+}

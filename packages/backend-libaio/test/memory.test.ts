@@ -19,8 +19,10 @@ import {
   nativeLoadError,
   pageSize,
   probeEngines,
+  schedYield,
   setProbeOverrideForTests,
   setThreadAffinity,
+  spinWait16,
 } from "../dist/index.js";
 import { distUrl } from "./helpers.js";
 
@@ -214,6 +216,29 @@ describe.skipIf(!native)("threads: gettid and per-thread affinity", () => {
     expect(getThreadAffinity()).toEqual(mine); // this thread untouched
     expect(() => setThreadAffinity([])).toThrow(/empty/);
     expect(() => setThreadAffinity([100_000])).toThrow(/range/);
+  });
+
+  it("spinWait16 returns as soon as another thread changes the word, false after its time", async () => {
+    const sab = new SharedArrayBuffer(64);
+    const u16 = new Uint16Array(sab);
+    u16[5] = 7;
+    let t = performance.now();
+    expect(spinWait16(u16, 5, 7, 2_000_000)).toBe(false); // 2 ms, unchanged
+    expect(performance.now() - t).toBeGreaterThanOrEqual(1.9);
+    expect(spinWait16(u16, 5, 6, 1e9)).toBe(true); // already different
+    // another thread stores 8 after ~20 ms; the spin (up to 5 s) sees it
+    const done = inWorker<boolean>(
+      `async (m, sab) => { const a = new Uint16Array(sab); const t = Date.now(); while (Date.now() - t < 20); Atomics.store(a, 5, 8); return true; }`,
+      sab,
+    );
+    t = performance.now();
+    expect(spinWait16(u16, 5, 7, 5e9)).toBe(true);
+    expect(performance.now() - t).toBeLessThan(4000);
+    expect(u16[5]).toBe(8);
+    await done;
+    schedYield(); // returns
+    expect(() => spinWait16(new Uint32Array(4) as never, 0, 0, 1)).toThrow(/Uint16Array/);
+    expect(() => spinWait16(u16, 99, 0, 1)).toThrow(/index/);
   });
 });
 

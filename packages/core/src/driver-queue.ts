@@ -225,6 +225,14 @@ export class DriverQueue {
     return (Atomics.load(this.used16, this.used16Base) & 1) === 0;
   }
 
+  /**
+   * Where used.idx lives and the value it holds while nothing new completed:
+   * for a native spin-wait on it (hasUsed() is `arr[index] !== value`).
+   */
+  usedIdxWord(): { arr: Uint16Array; index: number; value: number } {
+    return { arr: this.used16, index: this.used16Base + 1, value: this.lastUsed };
+  }
+
   /** True when the device has completed something we have not popped. */
   hasUsed(): boolean {
     return Atomics.load(this.used16, this.used16Base + 1) !== this.lastUsed;
