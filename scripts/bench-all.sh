@@ -50,4 +50,13 @@ run "fio-null-qd64-nj1" --ioengine=null --rw=randread --bs=4k --iodepth=64 --num
   --size=2g --runtime=$RT --time_based --compare-fio --repeat=3
 run "fio-null-qd1-nj1" --ioengine=null --rw=randread --bs=4k --iodepth=1 --numjobs=1 --iothreads=1 \
   --size=2g --runtime=$RT --time_based --compare-fio --repeat=3
+# 4. IOThreads x iodepth (the seed article's Figure 2): SVG + CSV + JSON in $OUT.
+run "sweep" sweep --filename="$IMG" --iodepths 1,64 --iothreads-list 1,2,4 --runtime $RT --out "$OUT/sweep"
+# 5. Micro-benchmarks (tinybench).
+node bench/dist/micro.js | tee "$OUT/micro.txt"
+# 6. Memory: RSS per IOThread, and a 5-minute run sampled every 10 s.
+node scripts/mem-bench.mjs per-iothread --one-job --iothreads 1,2,4,8 --seconds 4 -- --filename="$IMG" \
+  --ioengine=io_uring --direct=1 | tee "$OUT/mem-per-iothread.txt"
+node scripts/mem-bench.mjs soak --seconds 300 --sample-s 10 -- --filename="$IMG" --ioengine=io_uring \
+  --direct=1 | tee "$OUT/mem-soak.txt"
 echo "outputs in $OUT"
