@@ -86,6 +86,8 @@ export interface BenchOptions {
   pollMaxNs: number;
   /** Poll native completions while I/O is in flight (device option pollEngine). */
   pollEngine: boolean;
+  /** Where an idle io_uring IOThread sleeps: in its ring (io_uring_enter) or in epoll. */
+  iothreadWait: "ring" | "epoll";
   /** IOThread CPUs: "auto" = where the disk's interrupts land, "none" = unpinned, or a list. */
   iothreadCpus: "auto" | "none" | number[];
   eventIdx: boolean;
@@ -199,6 +201,11 @@ export const DEVICE_SPECS: Spec[] = [
     name: "poll-engine",
     arg: "<0|1>",
     help: "IOThreads also spin on io_uring/libaio completions while I/O is in flight (default: 0: they sleep in epoll)",
+  },
+  {
+    name: "iothread-wait",
+    arg: "<ring|epoll>",
+    help: "where an idle io_uring IOThread sleeps: ring = io_uring_enter with the kick eventfds watched in the ring, epoll = epoll_wait (default: ring)",
   },
   {
     name: "iothread-cpus",
@@ -490,6 +497,9 @@ export function resolveOptions(raw: Raw, ncpus = cpus().length): BenchOptions {
   const pollMaxNs = intOpt(raw, "poll-max-ns", 32768, 0, 1_000_000_000);
   const eventIdx = boolOpt(raw, "event-idx", true);
   const pollEngine = boolOpt(raw, "poll-engine", false);
+  const waitText = str(raw, "iothread-wait") ?? "ring";
+  if (waitText !== "ring" && waitText !== "epoll") bad("iothread-wait", waitText, "ring, epoll");
+  const iothreadWait = waitText;
   const cpuPinText = str(raw, "iothread-cpus") ?? "auto";
   let iothreadCpus: "auto" | "none" | number[];
   if (cpuPinText === "auto" || cpuPinText === "none") iothreadCpus = cpuPinText;
@@ -538,6 +548,7 @@ export function resolveOptions(raw: Raw, ncpus = cpus().length): BenchOptions {
     iothreadVqMapping,
     pollMaxNs,
     pollEngine,
+    iothreadWait,
     iothreadCpus,
     eventIdx,
     driverPollNs,

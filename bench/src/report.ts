@@ -143,7 +143,7 @@ export function deviceSection(r: BenchResult): string[] {
   out.push(
     `  device: ${d.numQueues} queue${d.numQueues === 1 ? "" : "s"} x ${d.queueSize}, event-idx=${
       d.eventIdx ? 1 : 0
-    }, poll-max-ns=${d.pollMaxNs}, poll-engine=${d.pollEngine ? 1 : 0}, driver-poll-ns=${d.driverPollNs}`,
+    }, poll-max-ns=${d.pollMaxNs}, poll-engine=${d.pollEngine ? 1 : 0}, iothread-wait=${d.iothreadWait}, driver-poll-ns=${d.driverPollNs}`,
   );
   out.push(`  placement: ${d.placement.note}`);
   if (d.warmupMs > 0)
@@ -345,6 +345,7 @@ export function toJson(r: BenchResult): Record<string, unknown> {
       event_idx: r.device.eventIdx,
       poll_max_ns: r.device.pollMaxNs,
       poll_engine: r.device.pollEngine,
+      iothread_wait: r.device.iothreadWait,
       warmup_ms: r.device.warmupMs,
       driver_poll_ns: r.device.driverPollNs,
       placement: {

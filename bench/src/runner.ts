@@ -86,6 +86,7 @@ export interface BenchResult {
     eventIdx: boolean;
     pollMaxNs: number;
     pollEngine: boolean;
+    iothreadWait: "ring" | "epoll";
     driverPollNs: number;
     placement: Placement;
     warmupMs: number;
@@ -282,6 +283,7 @@ async function runOnImage(
     cache: opts.direct ? "none" : "writeback",
     pollMaxNs: opts.pollMaxNs,
     pollEngine: opts.pollEngine,
+    sleepInEngine: opts.iothreadWait === "ring",
     eventIdx: opts.eventIdx,
     ...(placement.iothreadCpus ? { iothreadCpus: placement.iothreadCpus } : {}),
   };
@@ -539,6 +541,7 @@ function buildResult(
       eventIdx: opts.eventIdx,
       pollMaxNs: opts.pollMaxNs,
       pollEngine: opts.pollEngine,
+      iothreadWait: opts.iothreadWait,
       driverPollNs: opts.driverPollNs,
       placement: x.placement,
       warmupMs: x.warmupMs,

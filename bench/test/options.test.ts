@@ -116,6 +116,7 @@ describe("option resolution", () => {
       seed: 137,
       pollMaxNs: 32768,
       pollEngine: false,
+      iothreadWait: "ring",
       iothreadCpus: "auto",
       eventIdx: true,
       driverPollNs: 200_000,
@@ -132,6 +133,7 @@ describe("option resolution", () => {
     expect(resolveOptions({ iothreadCpus: "1" }, 2).iothreadCpus).toEqual([1]);
     expect(resolveOptions({ iothreadCpus: "none" }, 2).iothreadCpus).toBe("none");
     expect(resolveOptions({ pollEngine: "1" }, 2).pollEngine).toBe(true);
+    expect(resolveOptions({ iothreadWait: "epoll" }, 2).iothreadWait).toBe("epoll");
   });
 
   it("maps engine aliases and rw aliases", () => {
@@ -224,6 +226,7 @@ describe("bad options: exit 1, a message naming the option and what is allowed",
     [["--event-idx=2"], "event-idx", /0 or 1/],
     [["--driver-poll-ns=x"], "driver-poll-ns", /integer from 0/],
     [["--poll-engine=2"], "poll-engine", /0 or 1/],
+    [["--iothread-wait=spin"], "iothread-wait", /allowed: ring, epoll/],
     [["--iodepth_batch=-1"], "iodepth_batch_submit", /integer from 0 to 1024/],
     [["--iothread-cpus=7"], "iothread-cpus", /auto, none, or CPU numbers and ranges 0-/],
     [["--iothread-cpus=fast"], "iothread-cpus", /auto, none, or CPU numbers/],

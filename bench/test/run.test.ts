@@ -190,6 +190,30 @@ describe("real runs", () => {
     expect(liveTempImages()).toEqual([]);
   });
 
+  const uring = nativeEngine("io_uring");
+  it.skipIf(uring !== true)(
+    "io_uring IOThreads sleeping in epoll (--iothread-wait=epoll) serve a verified run",
+    async () => {
+      const img = join(work, "epoll-wait.img");
+      const fd = openSync(img, "w");
+      writeSync(fd, Buffer.alloc(4 << 20, 0), 0, 4 << 20, 0);
+      closeSync(fd);
+      const opts = resolveOptions({
+        ioengine: "io_uring",
+        filename: img,
+        rw: "randwrite",
+        iodepth: "4",
+        numjobs: "2",
+        verify: "crc32c",
+        iothreadWait: "epoll",
+      });
+      const r = await runBench(opts);
+      expect(r.error).toBe(0);
+      expect(r.device.iothreadWait).toBe("epoll");
+      expect(r.verify).toEqual({ blocks: 1024, errors: 0 });
+    },
+  );
+
   for (const kind of ["io_uring", "libaio"] as const) {
     const ok = nativeEngine(kind);
     if (ok !== true) console.warn(`skipping the ${kind} run: ${ok}`);
@@ -218,6 +242,7 @@ describe("real runs", () => {
       expect(j.vblk.placement.iothread_cpus).toEqual(irq?.cpus ?? null);
       expect(j.vblk.placement.job_cpus).toEqual(irq ? irq.online.filter((c) => !irq.cpus.includes(c)) : null);
       expect(j.vblk.poll_engine).toBe(false);
+      expect(j.vblk.iothread_wait).toBe("ring");
       expect(j.vblk.mapping).toEqual([
         { iothread: "iothread0", vqs: [0] },
         { iothread: "iothread1", vqs: [1] },

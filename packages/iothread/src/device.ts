@@ -308,7 +308,7 @@ export class VirtioBlkDevice extends EventEmitter implements VirtioDevice {
             pollGrow: opts.pollGrow ?? 2,
             pollShrink: opts.pollShrink ?? 0,
             pollEngine: opts.pollEngine ?? false,
-            sleepInEngine: opts.sleepInEngine ?? process.env.VBLK_SLEEP_IN_ENGINE !== "0",
+            sleepInEngine: opts.sleepInEngine ?? true,
             ...(cpus ? { cpus } : {}),
           }),
         );
