@@ -274,6 +274,45 @@ describe("VirtioBlkDevice with IOThreads", () => {
     }
   });
 
+  it("a driver's adaptive spin grows after short sleeps and shrinks after long ones (haltpoll's rule)", async () => {
+    const memory = GuestMemory.allocate(MiB);
+    const device = await VirtioBlkDevice.create({ memory, engine: "null", sizeBytes: MiB });
+    try {
+      const conn = await connectDriver(device);
+      const h = openDriverQueue(conn.queues[0]!, memory);
+      // off (pollMaxNs 0): the window is exactly waitUsed's pollNs
+      expect(h.waitUsed(100_000, 1)).toBe(false);
+      expect(h.adaptiveNs).toBe(0);
+      h.pollMaxNs = 8_000_000;
+      // first wait: the window starts at pollNs; a timeout leaves it alone
+      expect(h.waitUsed(100_000, 1)).toBe(false);
+      expect(h.adaptiveNs).toBe(100_000);
+      h.noteSleep(50_000); // a completion ended a sleep well within the cap
+      expect(h.adaptiveNs).toBe(200_000);
+      h.noteSleep(7_000_000);
+      expect(h.adaptiveNs).toBe(400_000);
+      h.noteSleep(9_000_000); // longer than the cap: really idle
+      expect(h.adaptiveNs).toBe(200_000);
+      h.noteSleep(9_000_000);
+      h.noteSleep(9_000_000);
+      expect(h.adaptiveNs).toBe(100_000); // never below the first pollNs
+      for (let i = 0; i < 10; i++) h.noteSleep(1000);
+      expect(h.adaptiveNs).toBe(8_000_000); // never above the cap
+      // the wait now spins the adaptive window (3 ms), not the 100 us asked for
+      h.adaptiveNs = 3_000_000;
+      const t = performance.now();
+      expect(h.waitUsed(100_000, 1)).toBe(false);
+      expect(performance.now() - t).toBeGreaterThanOrEqual(3.5);
+      // and a completion still ends it at once
+      h.blk.read(0, conn.end, 512, "a");
+      h.submit();
+      expect(h.waitUsed(100_000, 5_000)).toBe(true);
+      expect(h.blk.popCompletion()).toBeGreaterThanOrEqual(0);
+    } finally {
+      await device.close();
+    }
+  });
+
   it("rejects bad options with messages that name them", async () => {
     const memory = GuestMemory.allocate(MiB);
     await expect(VirtioBlkDevice.create({ memory, engine: "bogus" as never })).rejects.toThrow(

@@ -65,6 +65,8 @@ export interface JobTask {
   totalIos: number;
   verify: boolean;
   driverPollNs: number;
+  /** Adaptive spin cap (haltpoll's rule), 0 = a fixed driverPollNs window. */
+  driverPollMaxNs: number;
   /** Publish after this many new requests (fio's iodepth_batch_submit); 0 = all that fit. */
   iodepthBatchSubmit: number;
   cpus: number[] | undefined;

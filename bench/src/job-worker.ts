@@ -109,6 +109,7 @@ export default function runJob(task: JobTask): JobResult {
     }
     const h = openDriverQueue(task.desc as DriverQueueDesc);
     h.relax = spinRelax();
+    h.pollMaxNs = task.driverPollMaxNs;
     if (!process.env.VBLK_JS_SPIN) h.spinWait = nativeSpin();
     const blk = h.blk;
     const bs = task.bs;

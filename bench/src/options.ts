@@ -92,6 +92,8 @@ export interface BenchOptions {
   iothreadCpus: "auto" | "none" | number[];
   eventIdx: boolean;
   driverPollNs: number;
+  /** Cap of the job's adaptive spin window (0 = fixed at driverPollNs). */
+  driverPollMaxNs: number;
   /** Requests per avail-index publish (fio's iodepth_batch_submit); 0 = all that fit. */
   iodepthBatchSubmit: number;
   compareFio: boolean;
@@ -217,6 +219,11 @@ export const DEVICE_SPECS: Spec[] = [
     name: "driver-poll-ns",
     arg: "<ns>",
     help: "how long a job spins for completions before it sleeps on the interrupt (default: 200000, like Linux guest haltpoll's guest_halt_poll_ns)",
+  },
+  {
+    name: "driver-poll-max-ns",
+    arg: "<ns>",
+    help: "cap of the job's adaptive spin: a sleep that a completion ended sooner than this doubles the spin window, a longer one halves it, never below --driver-poll-ns (Linux haltpoll's rule); 0 = fixed window (default: 2000000)",
   },
 ];
 
@@ -515,6 +522,7 @@ export function resolveOptions(raw: Raw, ncpus = cpus().length): BenchOptions {
     }
   }
   const driverPollNs = intOpt(raw, "driver-poll-ns", 200_000, 0, 1_000_000_000);
+  const driverPollMaxNs = intOpt(raw, "driver-poll-max-ns", 2_000_000, 0, 1_000_000_000);
   const iodepthBatchSubmit = intOpt(raw, "iodepth_batch_submit", 32, 0, 1024);
   const compareFio = boolOpt(raw, "compare-fio", false);
   const repeat = intOpt(raw, "repeat", 3, 1, 100);
@@ -552,6 +560,7 @@ export function resolveOptions(raw: Raw, ncpus = cpus().length): BenchOptions {
     iothreadCpus,
     eventIdx,
     driverPollNs,
+    driverPollMaxNs,
     iodepthBatchSubmit,
     compareFio,
     repeat,

@@ -143,7 +143,7 @@ export function deviceSection(r: BenchResult): string[] {
   out.push(
     `  device: ${d.numQueues} queue${d.numQueues === 1 ? "" : "s"} x ${d.queueSize}, event-idx=${
       d.eventIdx ? 1 : 0
-    }, poll-max-ns=${d.pollMaxNs}, poll-engine=${d.pollEngine ? 1 : 0}, iothread-wait=${d.iothreadWait}, driver-poll-ns=${d.driverPollNs}`,
+    }, poll-max-ns=${d.pollMaxNs}, poll-engine=${d.pollEngine ? 1 : 0}, iothread-wait=${d.iothreadWait}, driver-poll-ns=${d.driverPollNs}, driver-poll-max-ns=${d.driverPollMaxNs}`,
   );
   out.push(`  placement: ${d.placement.note}`);
   if (d.warmupMs > 0)
@@ -348,6 +348,7 @@ export function toJson(r: BenchResult): Record<string, unknown> {
       iothread_wait: r.device.iothreadWait,
       warmup_ms: r.device.warmupMs,
       driver_poll_ns: r.device.driverPollNs,
+      driver_poll_max_ns: r.device.driverPollMaxNs,
       placement: {
         iothread_cpus: r.device.placement.iothreadCpus ?? null,
         job_cpus: r.device.placement.jobCpus ?? null,

@@ -88,6 +88,7 @@ export interface BenchResult {
     pollEngine: boolean;
     iothreadWait: "ring" | "epoll";
     driverPollNs: number;
+    driverPollMaxNs: number;
     placement: Placement;
     warmupMs: number;
     mode: string;
@@ -349,6 +350,7 @@ async function runOnImage(
           (opts.verify || opts.timeBased ? Number.POSITIVE_INFINITY : Math.floor(range.bytes / opts.bs)),
         verify: opts.verify !== undefined,
         driverPollNs: opts.driverPollNs,
+        driverPollMaxNs: opts.driverPollMaxNs,
         iodepthBatchSubmit: opts.iodepthBatchSubmit,
         cpus: placement.jobCpus,
       });
@@ -543,6 +545,7 @@ function buildResult(
       pollEngine: opts.pollEngine,
       iothreadWait: opts.iothreadWait,
       driverPollNs: opts.driverPollNs,
+      driverPollMaxNs: opts.driverPollMaxNs,
       placement: x.placement,
       warmupMs: x.warmupMs,
       mode: m.mode,

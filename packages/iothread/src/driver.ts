@@ -155,6 +155,24 @@ export class DriverHandle {
    */
   relax: (() => void) | undefined = undefined;
   /**
+   * Adaptive spin window, Linux haltpoll's rule with this cap (0 = off: spin
+   * exactly waitUsed's pollNs): a sleep that a completion ended within the
+   * cap doubles the window (spinning that long would have caught it), a
+   * longer one halves it, never below waitUsed's pollNs.
+   */
+  pollMaxNs = 0;
+  /** The current adaptive window (ns); 0 until the first wait. */
+  adaptiveNs = 0;
+  private adaptBase = 0;
+
+  /** Adaptive window bookkeeping after a sleep a completion ended (exposed for tests). */
+  noteSleep(sleptNs: number): void {
+    if (this.adaptBase === 0) this.adaptBase = this.adaptiveNs;
+    if (sleptNs < this.pollMaxNs)
+      this.adaptiveNs = Math.min(this.pollMaxNs, Math.max(this.adaptiveNs * 2, 1000));
+    else this.adaptiveNs = Math.max(this.adaptBase, this.adaptiveNs / 2);
+  }
+  /**
    * Optional native spin (@vblk/backend-libaio spinWait16): waits with PAUSE
    * on used.idx instead of a JS loop of loads. Called in slices of ~8 us,
    * with relax() between them.
@@ -186,6 +204,8 @@ export class DriverHandle {
   waitUsed(pollNs: number, timeoutMs: number): boolean {
     const q = this.queue;
     if (q.hasUsed()) return true;
+    if (this.pollMaxNs > pollNs)
+      pollNs = this.adaptiveNs === 0 ? (this.adaptiveNs = pollNs) : this.adaptiveNs;
     if (pollNs > 0) {
       const until = performance.now() + pollNs / 1e6;
       const relax = this.relax;
@@ -221,9 +241,11 @@ export class DriverHandle {
         return false;
       }
       this.sleeps++;
+      const t0 = this.pollMaxNs > 0 ? performance.now() : 0;
       this.call.wait(snap, left);
       if (q.hasUsed()) {
         q.disableInterrupts();
+        if (this.pollMaxNs > 0) this.noteSleep((performance.now() - t0) * 1e6);
         return true;
       }
     }
