@@ -204,8 +204,10 @@ export class DriverHandle {
   waitUsed(pollNs: number, timeoutMs: number): boolean {
     const q = this.queue;
     if (q.hasUsed()) return true;
-    if (this.pollMaxNs > pollNs)
-      pollNs = this.adaptiveNs === 0 ? (this.adaptiveNs = pollNs) : this.adaptiveNs;
+    if (this.pollMaxNs > pollNs) {
+      if (this.adaptiveNs === 0) this.adaptiveNs = pollNs;
+      pollNs = this.adaptiveNs;
+    }
     if (pollNs > 0) {
       const until = performance.now() + pollNs / 1e6;
       const relax = this.relax;
