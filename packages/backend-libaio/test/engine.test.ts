@@ -147,6 +147,15 @@ for (const kind of ["io_uring", "libaio"] as EngineKind[]) {
           expect(performance.now() - t).toBeGreaterThanOrEqual(50);
           expect(e.takeReady()).toEqual([]);
           expect(e.watchErrors()).toBe(0);
+          // a watch the kernel refuses (a closed fd) is counted and wakes the
+          // sleeper with its token, so the caller can fall back to epoll
+          const dead = eventfd(0, true);
+          closeFd(dead);
+          e.watchFd(dead, 11);
+          for (let i = 0; i < 10 && e.watchErrors() === 0; i++) e.sleep(200);
+          expect(e.watchErrors()).toBe(1);
+          expect(e.takeReady()).toContain(11);
+          e.unwatchFd(11);
         } finally {
           e.unwatchFd(9);
           closeFd(kick);
