@@ -100,11 +100,9 @@ async function openEngine(): Promise<void> {
     // io_uring: sleep in the ring itself (io_uring_enter, as fio waits) with
     // our eventfds watched there (QEMU's fdmon-io_uring does the same). The
     // epoll set stays registered as the fallback.
+    // (Queue kick fds are watched by start(), which always follows.)
     kw = init.sleepInEngine && engine.kernelWait !== undefined ? engine.kernelWait : null;
-    if (kw !== null) {
-      kw.watch(init.wake.fd, TOKEN_WAKE);
-      for (let i = 0; i < kickFds.length; i++) kw.watch(kickFds[i]!, i);
-    }
+    kw?.watch(init.wake.fd, TOKEN_WAKE);
   } else if (engine.wait.kind === "fd") {
     throw new Error(
       `engine ${engine.name} completes on an eventfd: the IOThread must wait in epoll (wake kind eventfd)`,
@@ -232,6 +230,14 @@ function fail(lq: number, e: unknown): void {
   post({ type: "needs-reset", queue: queues[lq]?.index ?? -1, code, message });
 }
 
+/** Per-queue kick counters for the wait tokens that fired (token = queue slot). */
+function countKicks(tokens: ArrayLike<number>, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const t = tokens[i]!;
+    if (t < kickFds.length) cnt[qbase[t]! + QC.kicks]!++;
+  }
+}
+
 function nowNs(): number {
   return performance.now() * 1e6;
 }
@@ -244,7 +250,8 @@ function run(): void {
   let pollNs = pollMax;
   const grow = init.pollGrow;
   const shrink = init.pollShrink;
-  const pollEngine = init.pollEngine;
+  // Spin while native I/O is in flight only with pollEngine (see the idle step).
+  const pollInflight = init.pollEngine || engine.wait.kind !== "fd";
   let busyStart = nowNs();
   cnt[IC.pollNs] = pollNs;
   const pauseWord = ph.pauseWord;
@@ -289,10 +296,9 @@ function run(): void {
     let hit = false;
     // While I/O is in the kernel (an eventfd engine), do not spin unless
     // pollEngine: a spinning vCPU delays the disk interrupt it waits for
-    // (docs/BENCHMARKS.md, "polling and the disk's IRQ"). Sleep in epoll on
-    // the completion eventfd and the kicks instead, like fio does.
-    const pollNow = pollEngine || engine.inflight === 0 || engine.wait.kind !== "fd";
-    if (pollNs > 0 && pollNow && !broken && !ph.paused) {
+    // (docs/BENCHMARKS.md, "polling and the disk's IRQ"). Sleep until the
+    // completion or a kick instead, like fio does.
+    if (pollNs > 0 && (pollInflight || engine.inflight === 0) && !broken && !ph.paused) {
       // poll begin: we are watching the rings, so no kicks (QEMU does the same)
       for (let lq = 0; lq < nq; lq++) queues[lq]!.disableNotification();
       const until = t0 + pollNs;
@@ -357,10 +363,7 @@ function run(): void {
       wakeBell.wait(snap, sleepMs());
     } else if (kw !== null) {
       const ready = kw.sleep(sleepMs(), reapCb);
-      for (let i = 0; i < ready.length; i++) {
-        const t = ready[i]!;
-        if (t < kickFds.length) cnt[qbase[t]! + QC.kicks]!++;
-      }
+      countKicks(ready, ready.length);
       if (kw.broken()) {
         console.warn(
           `IOThread ${init.name}: io_uring refused to watch eventfds; sleeping in epoll from now on`,
@@ -369,11 +372,7 @@ function run(): void {
       }
     } else {
       const n = poller!.wait(sleepMs());
-      const ready = poller!.ready;
-      for (let i = 0; i < n; i++) {
-        const t = ready[i]!;
-        if (t < kickFds.length) cnt[qbase[t]! + QC.kicks]!++;
-      }
+      countKicks(poller!.ready, n);
     }
     cnt[IC.wakeups]!++;
     busyStart = nowNs();
