@@ -117,17 +117,14 @@ class AioEngine final : public Engine {
     batch_.push_back(cb);
   }
 
-  bool QueueFlush(Req* r) override {
-    // Ordered after every earlier write: hold it until they complete.
-    if (WritesInflight() > 0) return false;
+  void QueueFlush(Req* r) override {
     if (fdsyncUnsupported_) {
       CompleteNow(static_cast<uint32_t>(r->slot), SyncFdatasync());
-      return true;
+      return;
     }
     struct iocb* cb = Prep(r);
     cb->aio_lio_opcode = IOCB_CMD_FDSYNC;
     batch_.push_back(cb);
-    return true;
   }
 
   bool CanFallocateAsync() const override { return false; }

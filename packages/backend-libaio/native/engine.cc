@@ -303,21 +303,16 @@ uint32_t Engine::Dispatch() {
         break;
       }
       case OP_FLUSH: {
-        if (freeSlots_.empty()) return queued;
+        // Ordered after every earlier write: held (and everything behind it
+        // with it) until they complete.
+        if (writesInflight_ > 0 || freeSlots_.empty()) return queued;
         uint32_t s = freeSlots_.back();
         freeSlots_.pop_back();
         slots_[s] = r;
         r->slot = static_cast<int>(s);
         r->isWrite = false;
         kernelInflight_++;
-        if (!QueueFlush(r)) {
-          // Held until the writes before it complete; everything behind it waits too.
-          slots_[s] = nullptr;
-          r->slot = -1;
-          freeSlots_.push_back(s);
-          kernelInflight_--;
-          return queued;
-        }
+        QueueFlush(r);
         pending_.pop_front();
         queued++;
         break;

@@ -137,9 +137,10 @@ class Engine {
   // ---- backend interface ----
   // Queue a read/write (r->iov or the bounce iovec) for slot r->slot.
   virtual void QueueRw(Req* r) = 0;
-  // Queue a flush. May return false to say "not now" (held until writes
-  // finish), or complete it at once with CompleteNow().
-  virtual bool QueueFlush(Req* r) = 0;
+  // Queue a flush (or complete it at once with CompleteNow()). The core
+  // calls this only when no write is in flight: a flush is held until the
+  // writes before it finish, for every backend.
+  virtual void QueueFlush(Req* r) = 0;
   // Can discard / write-zeroes on a regular file go to the kernel
   // asynchronously (QueueFallocate)? Otherwise the core does them inline.
   virtual bool CanFallocateAsync() const = 0;
@@ -169,7 +170,6 @@ class Engine {
   Req* SlotReq(uint32_t slot) const { return slot < slots_.size() ? slots_[slot] : nullptr; }
   void CountSubmitCall() { stats_.submitCalls += 1; }
   uint32_t KernelInflight() const { return kernelInflight_; }
-  uint32_t WritesInflight() const { return writesInflight_; }
   // Synchronous fallbacks (used by both backends).
   int64_t SyncDiscardOrZero(Req* r);
   int64_t SyncFdatasync();

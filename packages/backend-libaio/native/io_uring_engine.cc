@@ -206,19 +206,15 @@ class IoUringEngine final : public Engine {
     }
   }
 
-  bool QueueFlush(Req* r) override {
-    // With watched fds in the ring, DRAIN would wait for their multishot
-    // polls, which never complete: hold the flush in the core until the
-    // writes before it are done instead (what libaio does).
-    if (watching_ > 0 && WritesInflight() > 0) return false;
+  void QueueFlush(Req* r) override {
+    // No IOSQE_IO_DRAIN: the core holds a flush until earlier writes are
+    // done, and DRAIN would also wait for the watched fds' multishot polls,
+    // which never complete.
     struct io_uring_sqe* sqe = NextSqe();
     sqe->opcode = IORING_OP_FSYNC;
     sqe->fd = fd_;
     sqe->fsync_flags = IORING_FSYNC_DATASYNC;
-    // DRAIN: starts only after everything submitted before it has completed.
-    if (watching_ == 0) sqe->flags = IOSQE_IO_DRAIN;
     sqe->user_data = static_cast<uint64_t>(r->slot);
-    return true;
   }
 
   bool CanFallocateAsync() const override { return true; }
