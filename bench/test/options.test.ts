@@ -1,5 +1,4 @@
 import { describe, expect, it } from "vitest";
-import { main } from "../dist/cli.js";
 import { crc32c } from "../dist/crc32c.js";
 import {
   DEFAULT_JOB_ARGS,
@@ -22,24 +21,8 @@ import {
   parseTimeMs,
 } from "../dist/units.js";
 import { checkVerifyBlock, fillVerifyBlock } from "../dist/verify.js";
+import { cli } from "./cli.js";
 import { parseXml } from "./xml.js";
-
-/** Run the CLI in this process, capturing its output. */
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "";
-  let err = "";
-  const code = await main(args, {
-    out: (s) => {
-      out += s;
-    },
-    err: (s) => {
-      err += s;
-    },
-    isTTY: false,
-    handleSignals: false,
-  });
-  return { code, out, err };
-}
 
 describe("sizes, times, percentiles, cpu lists", () => {
   it("parses fio sizes with base 1024", () => {

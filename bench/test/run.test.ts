@@ -10,32 +10,16 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { diskIrqCpus, nativeAvailable, probeEngines } from "@vblk/backend-libaio";
 import { afterAll, describe, expect, it } from "vitest";
-import { main } from "../dist/cli.js";
 import { findFio } from "../dist/compare.js";
 import { liveTempImages } from "../dist/image.js";
 import { resolveOptions } from "../dist/options.js";
 import { runBench } from "../dist/runner.js";
+import { cli } from "./cli.js";
 import { parseXml } from "./xml.js";
 
 const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 const work = mkdtempSync(join(tmpdir(), "vblk-bench-test-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "";
-  let err = "";
-  const code = await main(args, {
-    out: (s) => {
-      out += s;
-    },
-    err: (s) => {
-      err += s;
-    },
-    isTTY: false,
-    handleSignals: false,
-  });
-  return { code, out, err };
-}
 
 function nativeEngine(kind: "io_uring" | "libaio"): true | string {
   if (!nativeAvailable()) return "native addon not loaded";

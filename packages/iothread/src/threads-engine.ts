@@ -196,15 +196,7 @@ export const DEFAULT_THREADS_WORKERS = 4;
 export const MAX_THREADS_WORKERS = 64;
 
 /** A request waiting in the IOThread (backlog or held FLUSH), copied out of the caller's object. */
-interface Pending {
-  op: number;
-  tag: number;
-  offset: number;
-  length: number;
-  segCount: number;
-  segRegion: Int32Array;
-  segOffset: Float64Array;
-  segLen: Uint32Array;
+interface Pending extends IoRequest {
   /** Write epoch (write-type ops), flush epoch (held FLUSH), or -1. */
   epoch: number;
 }
