@@ -9,7 +9,6 @@ import {
   allocGuestMemory,
   closeFd,
   type EngineKind,
-  NativeEngine,
   nativeAvailable,
   nativeLoadError,
   OP_DISCARD,
@@ -21,7 +20,7 @@ import {
   openBlockFile,
   probeEngines,
 } from "../dist/index.js";
-import { allZero, Batch, makeImage, makeTmpDir, pattern, run, sameBytes } from "./helpers.js";
+import { allZero, Batch, engineOn, makeImage, makeTmpDir, pattern, run, sameBytes } from "./helpers.js";
 
 const MiB = 1024 * 1024;
 const IMG_SIZE = 32 * MiB;
@@ -73,16 +72,7 @@ describe.skipIf(!loop.dev)(`block device (${loop.dev ?? "no loop device"})`, () 
     it.skipIf(probe !== true)(`${kind}: read/write/flush/BLKDISCARD/BLKZEROOUT on ${dev}`, () => {
       const g = allocGuestMemory(8 * MiB);
       const mem = new Uint8Array(g.buffer);
-      const f = openBlockFile(dev, { direct: true, readOnly: false });
-      const e = new NativeEngine({
-        kind,
-        fd: f.fd,
-        ownsFd: true,
-        direct: f.direct,
-        blockSize: f.logicalBlockSize,
-        isBlockDevice: true,
-        regions: [mem],
-      });
+      const e = engineOn(kind, dev, [mem]);
       try {
         const b = new Batch(e);
         const base = kind === "io_uring" ? 0 : 16 * MiB;

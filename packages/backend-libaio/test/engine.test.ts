@@ -21,7 +21,17 @@ import {
   openBlockFile,
   probeEngines,
 } from "../dist/index.js";
-import { allZero, Batch, collect, makeImage, makeTmpDir, pattern, run, sameBytes } from "./helpers.js";
+import {
+  allZero,
+  Batch,
+  collect,
+  engineOn,
+  makeImage,
+  makeTmpDir,
+  pattern,
+  run,
+  sameBytes,
+} from "./helpers.js";
 
 const EFAULT = 14;
 const EINVAL = 22;
@@ -64,17 +74,7 @@ for (const kind of ["io_uring", "libaio"] as EngineKind[]) {
     }
 
     function engine(path: string, opts: { direct?: boolean; depth?: number } = {}): NativeEngine {
-      const f = openBlockFile(path, { direct: opts.direct ?? true, readOnly: false });
-      const e = new NativeEngine({
-        kind,
-        fd: f.fd,
-        ownsFd: true,
-        direct: f.direct,
-        blockSize: f.logicalBlockSize,
-        isBlockDevice: f.isBlockDevice,
-        regions: [mem, mem2],
-        ...(opts.depth !== undefined ? { depth: opts.depth } : {}),
-      });
+      const e = engineOn(kind, path, [mem, mem2], opts);
       engines.push(e);
       return e;
     }
@@ -471,16 +471,7 @@ for (const kind of ["io_uring", "libaio"] as EngineKind[]) {
 
     it("a write on a read-only fd completes with -EBADF", () => {
       const path = image("ro.img", 64 * KiB);
-      const f = openBlockFile(path, { direct: true, readOnly: true });
-      const e = new NativeEngine({
-        kind,
-        fd: f.fd,
-        ownsFd: true,
-        direct: f.direct,
-        blockSize: f.logicalBlockSize,
-        isBlockDevice: false,
-        regions: [mem],
-      });
+      const e = engineOn(kind, path, [mem], { readOnly: true });
       engines.push(e);
       const b = new Batch(e);
       b.add(OP_WRITE, 1, 0, [[0, 0, 4096]]);

@@ -2,7 +2,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { IOV_STRIDE, type NativeEngine, SQ_STRIDE } from "../dist/index.js";
+import { type EngineKind, IOV_STRIDE, NativeEngine, openBlockFile, SQ_STRIDE } from "../dist/index.js";
 
 /** file:// URL of the built package entry, for worker threads to import. */
 export const distUrl = new URL("../dist/index.js", import.meta.url).href;
@@ -19,6 +19,30 @@ export function makeImage(path: string, size: number, fill?: number): Buffer {
   else b.fill(fill);
   writeFileSync(path, b);
   return b;
+}
+
+/**
+ * A NativeEngine over `path` (a file or block device, O_DIRECT unless
+ * direct: false), owning the fd, with the file's block size and kind.
+ */
+export function engineOn(
+  kind: EngineKind,
+  path: string,
+  regions: Uint8Array[],
+  opts: { direct?: boolean; readOnly?: boolean; depth?: number; drainOnReap?: boolean } = {},
+): NativeEngine {
+  const f = openBlockFile(path, { direct: opts.direct ?? true, readOnly: opts.readOnly ?? false });
+  return new NativeEngine({
+    kind,
+    fd: f.fd,
+    ownsFd: true,
+    direct: f.direct,
+    blockSize: f.logicalBlockSize,
+    isBlockDevice: f.isBlockDevice,
+    regions,
+    ...(opts.depth !== undefined ? { depth: opts.depth } : {}),
+    ...(opts.drainOnReap !== undefined ? { drainOnReap: opts.drainOnReap } : {}),
+  });
 }
 
 export type Seg = [region: number, offset: number, length: number];

@@ -9,15 +9,13 @@ import {
   eventfd,
   eventfdRead,
   eventfdWrite,
-  NativeEngine,
   nativeAvailable,
   nativeLoadError,
   OP_READ,
-  openBlockFile,
   Poller,
   probeEngines,
 } from "../dist/index.js";
-import { Batch, distUrl, makeImage, makeTmpDir } from "./helpers.js";
+import { Batch, distUrl, engineOn, makeImage, makeTmpDir } from "./helpers.js";
 
 const native = nativeAvailable();
 if (!native)
@@ -125,16 +123,7 @@ describe.skipIf(!native)("Poller", () => {
         const path = join(tmp.dir, "p.img");
         makeImage(path, 16 * 1024 * 1024);
         const g = allocGuestMemory(4 * 1024 * 1024);
-        const f = openBlockFile(path, { direct: true, readOnly: false });
-        const e = new NativeEngine({
-          kind,
-          fd: f.fd,
-          ownsFd: true,
-          direct: f.direct,
-          blockSize: f.logicalBlockSize,
-          isBlockDevice: false,
-          regions: [new Uint8Array(g.buffer)],
-        });
+        const e = engineOn(kind, path, [new Uint8Array(g.buffer)]);
         p.add(e.completionFd, 4242);
         for (let round = 0; round < 20; round++) {
           const b = new Batch(e);
@@ -169,17 +158,7 @@ describe.skipIf(!native)("Poller", () => {
         makeImage(path, 1024 * 1024);
         const g = allocGuestMemory(1024 * 1024);
         for (const drainOnReap of [false, true]) {
-          const f = openBlockFile(path, { direct: true, readOnly: true });
-          const e = new NativeEngine({
-            kind,
-            fd: f.fd,
-            ownsFd: true,
-            direct: f.direct,
-            blockSize: f.logicalBlockSize,
-            isBlockDevice: false,
-            regions: [new Uint8Array(g.buffer)],
-            drainOnReap,
-          });
+          const e = engineOn(kind, path, [new Uint8Array(g.buffer)], { readOnly: true, drainOnReap });
           const b = new Batch(e);
           b.add(OP_READ, 1, 0, [[0, 0, 4096]]);
           b.submit();
