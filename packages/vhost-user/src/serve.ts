@@ -47,17 +47,19 @@ export interface ServeStats {
   /** Connections closed on a protocol error. */
   errors: number;
   /** Per IOThread: its loop counters plus the sums of its queues' counters. */
-  iothreads: (IoThreadCounters & {
-    requests: number;
-    reads: number;
-    writes: number;
-    flushes: number;
-    others: number;
-    bytesRead: number;
-    bytesWritten: number;
-    interrupts: number;
-    kicks: number;
-  })[];
+  iothreads: (IoThreadCounters &
+    Pick<
+      QueueCounters,
+      | "requests"
+      | "reads"
+      | "writes"
+      | "flushes"
+      | "others"
+      | "bytesRead"
+      | "bytesWritten"
+      | "interrupts"
+      | "kicks"
+    >)[];
   queues: QueueCounters[];
 }
 
