@@ -14,7 +14,7 @@
  * the main thread releases every job at once (the start barrier), and for
  * --verify it runs its between-phases hook before releasing the read phase.
  */
-import type { RecordableHistogram } from "node:perf_hooks";
+import type { LatHistogram } from "./lat-histogram.js";
 
 export const W_ARRIVED = 0; // + phase
 export const W_GO = 2;
@@ -79,9 +79,9 @@ export interface DirRaw {
   /** Measured window length (ms) over the phases this direction ran in. */
   runtimeMs: number;
   errors: number;
-  slat: RecordableHistogram;
-  clat: RecordableHistogram;
-  lat: RecordableHistogram;
+  slat: LatHistogram;
+  clat: LatHistogram;
+  lat: LatHistogram;
   /** Completed I/Os in each whole second of the measured window. */
   perSecIos: number[];
   perSecBytes: number[];

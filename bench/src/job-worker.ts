@@ -11,10 +11,10 @@
  *         waitUsed(driverPollNs): spin, then sleep on the interrupt doorbell,
  *         pop every completion (one timestamp per reaped batch), recycle slots.
  *
- * Stats go into perf_hooks histograms (ns), returned to the main thread in
- * the task's result (histograms survive structured cloning).
+ * Latencies go into fio-style bucket histograms (lat-histogram.ts, ns),
+ * returned to the main thread in the task's result (plain data: they survive
+ * structured cloning).
  */
-import { createHistogram, type RecordableHistogram } from "node:perf_hooks";
 import { type DriverQueueDesc, openDriverQueue } from "@vblk/iothread";
 import {
   type DirRaw,
@@ -29,6 +29,7 @@ import {
   W_GO,
   W_STOP,
 } from "./job-types.js";
+import { type LatHistogram, latRecord, latReset, newLatHistogram } from "./lat-histogram.js";
 import { nativeSpin, pinThread, spinRelax } from "./native.js";
 import { XorShift128 } from "./prng.js";
 import { checkVerifyBlock, fillVerifyBlock } from "./verify.js";
@@ -45,9 +46,9 @@ function newDir(): DirRaw {
     bytes: 0,
     runtimeMs: 0,
     errors: 0,
-    slat: createHistogram(),
-    clat: createHistogram(),
-    lat: createHistogram(),
+    slat: newLatHistogram(),
+    clat: newLatHistogram(),
+    lat: newLatHistogram(),
     perSecIos: [],
     perSecBytes: [],
   };
@@ -57,9 +58,9 @@ function resetDir(d: DirRaw): void {
   d.ios = 0;
   d.bytes = 0;
   d.errors = 0;
-  d.slat.reset();
-  d.clat.reset();
-  d.lat.reset();
+  latReset(d.slat);
+  latReset(d.clat);
+  latReset(d.lat);
   d.perSecIos.length = 0;
   d.perSecBytes.length = 0;
 }
@@ -142,7 +143,7 @@ export default function runJob(task: JobTask): JobResult {
         subT[s] = ts;
         if (recording) {
           const ns = Math.round((ts - issueT[s]!) * 1e6);
-          dirs[slotDir[s]!]!.slat.record(ns > 0 ? ns : 1);
+          latRecord(dirs[slotDir[s]!]!.slat, ns > 0 ? ns : 1);
         }
       }
       return ts;
@@ -329,9 +330,9 @@ export default function runJob(task: JobTask): JobResult {
             d.ios++;
             d.bytes += bs;
             let ns = Math.round((tc - subT[slot]!) * 1e6);
-            d.clat.record(ns > 0 ? ns : 1);
+            latRecord(d.clat, ns > 0 ? ns : 1);
             ns = Math.round((tc - issueT[slot]!) * 1e6);
-            d.lat.record(ns > 0 ? ns : 1);
+            latRecord(d.lat, ns > 0 ? ns : 1);
             const ps = d.perSecIos;
             while (ps.length <= sec) {
               ps.push(0);
@@ -396,4 +397,4 @@ export default function runJob(task: JobTask): JobResult {
   return result;
 }
 
-export type { RecordableHistogram };
+export type { LatHistogram };

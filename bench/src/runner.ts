@@ -12,7 +12,6 @@
  *   0x1000       rings + BlkDriver scratch of queue 0, 1, ... (4 KiB aligned)
  *   dataBase     job 0: iodepth buffers of bs | job 1: ... (each 4 KiB aligned)
  */
-import type { Histogram } from "node:perf_hooks";
 import { BlkDriver, GuestMemory, layoutSplitRing } from "@vblk/core";
 import {
   connectDriver,
@@ -566,5 +565,3 @@ function buildResult(
     interrupted: x.interrupted || results.some((r) => r.stopped),
   };
 }
-
-export type { Histogram };

@@ -8,8 +8,16 @@
  * describe the group's throughput each second, where fio lists each job's
  * samples; documented in bench/README.md).
  */
-import { createHistogram, type RecordableHistogram } from "node:perf_hooks";
+
 import type { DirRaw, JobResult } from "./job-types.js";
+import {
+  type LatHistogram,
+  latMean,
+  latMerge,
+  latPercentile,
+  latStddev,
+  newLatHistogram,
+} from "./lat-histogram.js";
 import { percentileKey } from "./units.js";
 
 export interface LatStats {
@@ -53,17 +61,17 @@ export interface DirStats {
 
 const EMPTY: LatStats = { min: 0, max: 0, mean: 0, stddev: 0, N: 0 };
 
-export function latStats(hists: RecordableHistogram[], percentiles?: number[]): LatStats {
-  const m = createHistogram();
-  for (const h of hists) if (h.count > 0) m.add(h);
+export function latStats(hists: LatHistogram[], percentiles?: number[]): LatStats {
+  const m = newLatHistogram();
+  for (const h of hists) latMerge(m, h);
   if (m.count === 0) {
     const out: LatStats = { ...EMPTY };
     if (percentiles) out.percentile = Object.fromEntries(percentiles.map((p) => [percentileKey(p), 0]));
     return out;
   }
-  const out: LatStats = { min: m.min, max: m.max, mean: m.mean, stddev: m.stddev, N: m.count };
+  const out: LatStats = { min: m.min, max: m.max, mean: latMean(m), stddev: latStddev(m), N: m.count };
   if (percentiles)
-    out.percentile = Object.fromEntries(percentiles.map((p) => [percentileKey(p), m.percentile(p)]));
+    out.percentile = Object.fromEntries(percentiles.map((p) => [percentileKey(p), latPercentile(m, p)]));
   return out;
 }
 
