@@ -11,10 +11,9 @@
 import { BlkType } from "./blk-constants.js";
 import type { DriverQueue } from "./driver-queue.js";
 import type { GuestMemory } from "./guest-memory.js";
+import { hi32, lo32 } from "./split-ring.js";
 
 export const BLK_DRIVER_SLOT_BYTES = 64;
-
-const TWO_32 = 0x1_0000_0000;
 
 export class BlkDriver {
   private readonly u32: Uint32Array;
@@ -54,8 +53,8 @@ export class BlkDriver {
     const w = off / 4;
     this.u32[w] = type;
     this.u32[w + 1] = 0;
-    this.u32[w + 2] = sector % TWO_32;
-    this.u32[w + 3] = Math.floor(sector / TWO_32);
+    this.u32[w + 2] = lo32(sector);
+    this.u32[w + 3] = hi32(sector);
     this.u8[off + 32] = 0xff; // status: not yet written by the device
     return this.scratchGpa + slot * BLK_DRIVER_SLOT_BYTES;
   }
@@ -134,8 +133,8 @@ export class BlkDriver {
     const slot = q.peekHead();
     const h = this.header(slot, type, 0);
     const w = (this.scratchBase + slot * BLK_DRIVER_SLOT_BYTES + 16) / 4;
-    this.u32[w] = sector % TWO_32;
-    this.u32[w + 1] = Math.floor(sector / TWO_32);
+    this.u32[w] = lo32(sector);
+    this.u32[w + 1] = hi32(sector);
     this.u32[w + 2] = nsec;
     this.u32[w + 3] = flags;
     this.gpas[0] = h;

@@ -15,7 +15,9 @@ import {
   availRingBytes,
   DescFlag,
   descTableBytes,
+  hi32,
   isValidQueueSize,
+  lo32,
   needEvent,
   type RingAddresses,
   usedRingBytes,
@@ -27,8 +29,6 @@ export interface DriverQueueOptions extends RingAddresses {
   /** Zero the rings first (a fresh queue). Default true. */
   initialize?: boolean;
 }
-
-const TWO_32 = 0x1_0000_0000;
 
 export class DriverQueue {
   readonly size: number;
@@ -135,8 +135,8 @@ export class DriverQueue {
       const next = this.nextFree[idx]!;
       let flags = i >= readable ? DescFlag.WRITE : 0;
       if (i + 1 < n) flags |= DescFlag.NEXT;
-      const lo = gpa % TWO_32;
-      const hi = Math.floor(gpa / TWO_32);
+      const lo = lo32(gpa);
+      const hi = hi32(gpa);
       const len = lens[i]!;
       const fn = (flags | ((i + 1 < n ? next : 0) << 16)) >>> 0;
       // Reused chains mostly hold these values already: a store of the same
@@ -179,8 +179,8 @@ export class DriverQueue {
     for (let i = 0; i < n; i++) {
       const w = t.base + i * 4;
       const gpa = gpas[i]!;
-      t.arr[w] = gpa % TWO_32;
-      t.arr[w + 1] = Math.floor(gpa / TWO_32);
+      t.arr[w] = lo32(gpa);
+      t.arr[w + 1] = hi32(gpa);
       t.arr[w + 2] = lens[i]!;
       let flags = i >= readable ? DescFlag.WRITE : 0;
       if (i + 1 < n) flags |= DescFlag.NEXT;
@@ -188,8 +188,8 @@ export class DriverQueue {
     }
     const head = this.freeHead;
     const w = this.descBase + head * 4;
-    this.desc32[w] = tableGpa % TWO_32;
-    this.desc32[w + 1] = Math.floor(tableGpa / TWO_32);
+    this.desc32[w] = lo32(tableGpa);
+    this.desc32[w + 1] = hi32(tableGpa);
     this.desc32[w + 2] = n * 16;
     this.desc32[w + 3] = DescFlag.INDIRECT;
     this.freeHead = this.nextFree[head]!;

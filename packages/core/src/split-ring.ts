@@ -63,6 +63,22 @@ export function layoutSplitRing(size: number, base: number): RingAddresses & { e
   return { size, descAddr, availAddr, usedAddr, end };
 }
 
+const TWO_32 = 0x1_0000_0000;
+
+/**
+ * A 64-bit field (descriptor address, request sector) as the two 32-bit
+ * words it is stored in. Values below 2^32 skip the division: `%` on a
+ * double is a library call (fmod), and the driver splits three addresses and
+ * a sector per request.
+ */
+export function lo32(x: number): number {
+  return x < TWO_32 ? x : x - Math.floor(x / TWO_32) * TWO_32;
+}
+
+export function hi32(x: number): number {
+  return x < TWO_32 ? 0 : Math.floor(x / TWO_32);
+}
+
 export function alignUp(x: number, a: number): number {
   return Math.ceil(x / a) * a;
 }

@@ -14,7 +14,9 @@ import {
   encodeSerial,
   finishBlkRequest,
   GuestMemory,
+  hi32,
   layoutSplitRing,
+  lo32,
   MemoryEngine,
   parseBlkRequest,
   type RingAddresses,
@@ -533,5 +535,23 @@ describe("fuzzing the device with random rings", () => {
     // Not vacuous: some chains got through (typically 15-40 of 200 runs) and many error kinds were hit.
     expect((tally["chain(direct)"] ?? 0) + (tally["chain(indirect)"] ?? 0)).toBeGreaterThan(0);
     expect(Object.keys(tally).filter((k) => /^[A-Z_]+$/.test(k)).length).toBeGreaterThanOrEqual(5);
+  });
+});
+
+describe("64-bit fields as two words (lo32 / hi32)", () => {
+  it("split any address or sector below 2^53 into words that put it back together", () => {
+    const check = (x: number) => {
+      const lo = lo32(x);
+      const hi = hi32(x);
+      expect(Number.isInteger(lo) && lo >= 0 && lo < 2 ** 32).toBe(true);
+      expect(Number.isInteger(hi) && hi >= 0 && hi < 2 ** 21).toBe(true);
+      expect(hi * 2 ** 32 + lo).toBe(x);
+      // the same words a DataView writes
+      const dv = new DataView(new ArrayBuffer(8));
+      dv.setBigUint64(0, BigInt(x), true);
+      expect([dv.getUint32(0, true), dv.getUint32(4, true)]).toEqual([lo, hi]);
+    };
+    for (const x of [0, 1, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 2 ** 53 - 1]) check(x);
+    fc.assert(fc.property(fc.maxSafeNat(), check));
   });
 });
