@@ -306,7 +306,9 @@ export function parseBlkRequest(
 
 function rangeOk(offset: number, len: number, p: BlkParams): boolean {
   const bs = p.logicalBlockSize;
-  return offset % bs === 0 && len % bs === 0 && offset + len <= p.capacityBytes;
+  // offset is a double past 2^31: divide instead of `%` (fmod); bs is a power
+  // of two, so the division is exact.
+  return Math.floor(offset / bs) * bs === offset && len % bs === 0 && offset + len <= p.capacityBytes;
 }
 
 function ioerr(req: BlkRequest): false {
