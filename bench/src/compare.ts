@@ -1,7 +1,10 @@
 /**
  * --compare-fio: the same job through vblk and through real fio on the same
- * file, alternating (vblk, fio, vblk, fio, ...) --repeat times, then the
- * IOPS ratio vblk/fio per run with its median, min and max.
+ * file, alternating --repeat times, then the IOPS ratio vblk/fio per run
+ * with its median, min and max. The order swaps every run (vblk fio | fio
+ * vblk | vblk fio ...): a disk whose speed drifts during the comparison (a
+ * host cache warming up under the image) would otherwise always favour the
+ * one that runs second.
  *
  *   vblk ioengine     fio ioengine
  *   io_uring          io_uring
@@ -121,6 +124,8 @@ export function runFio(fio: string, args: string[], signal?: AbortSignal): Promi
 
 export interface CompareRow {
   run: number;
+  /** Which ran first in this run. */
+  first: "vblk" | "fio";
   vblkIops: number;
   fioIops: number;
   ratio: number;
@@ -183,7 +188,17 @@ export async function compareWithFio(
   const fioRuns: FioRun[] = [];
   let engine: string | undefined;
   let args: string[] = [];
+  const fioRun = async (i: number): Promise<FioRun> => {
+    const f = await runFio(fio, args, ctx.signal);
+    fioRuns.push(f);
+    ctx.onRun?.(`run ${i}/${opts.repeat}: fio  ${num2str(f.iops)} IOPS`);
+    return f;
+  };
   for (let i = 1; i <= opts.repeat; i++) {
+    if (ctx.signal?.aborted) break;
+    // Run 1 starts with vblk: fio's engine is what vblk's resolved to.
+    const fioFirst = i % 2 === 0;
+    const f0 = fioFirst ? await fioRun(i) : undefined;
     if (ctx.signal?.aborted) break;
     const r = await runBench(opts, { ...ctx, ...(image ? { image } : {}) });
     vblk.push(r);
@@ -197,10 +212,14 @@ export async function compareWithFio(
     const vIops = r.group.read.iops + r.group.write.iops;
     ctx.onRun?.(`run ${i}/${opts.repeat}: vblk ${num2str(vIops)} IOPS`);
     if (ctx.signal?.aborted) break;
-    const f = await runFio(fio, args, ctx.signal);
-    fioRuns.push(f);
-    ctx.onRun?.(`run ${i}/${opts.repeat}: fio  ${num2str(f.iops)} IOPS`);
-    rows.push({ run: i, vblkIops: vIops, fioIops: f.iops, ratio: f.iops > 0 ? vIops / f.iops : 0 });
+    const f = f0 ?? (await fioRun(i));
+    rows.push({
+      run: i,
+      first: fioFirst ? "fio" : "vblk",
+      vblkIops: vIops,
+      fioIops: f.iops,
+      ratio: f.iops > 0 ? vIops / f.iops : 0,
+    });
   }
   const ratios = rows.map((r) => r.ratio);
   return {
@@ -228,9 +247,10 @@ export function formatCompare(c: CompareResult): string {
   }
   lines.push(`fio ${c.fioArgs.join(" ")}`);
   lines.push("");
-  const hdr = ["run", "vblk IOPS", "fio IOPS", "ratio"];
+  const hdr = ["run", "first", "vblk IOPS", "fio IOPS", "ratio"];
   const rows = c.rows.map((r) => [
     String(r.run),
+    r.first,
     num2str(r.vblkIops),
     num2str(r.fioIops),
     r.ratio.toFixed(3),
@@ -253,7 +273,13 @@ export function compareJson(c: CompareResult): Record<string, unknown> {
       fio_path: c.fioPath,
       fio_ioengine: c.fioEngine,
       fio_args: c.fioArgs,
-      runs: c.rows.map((r) => ({ run: r.run, vblk_iops: r.vblkIops, fio_iops: r.fioIops, ratio: r.ratio })),
+      runs: c.rows.map((r) => ({
+        run: r.run,
+        first: r.first,
+        vblk_iops: r.vblkIops,
+        fio_iops: r.fioIops,
+        ratio: r.ratio,
+      })),
       ratio_median: c.ratioMedian,
       ratio_min: c.ratioMin,
       ratio_max: c.ratioMax,
