@@ -131,9 +131,14 @@ async function main() {
         const iops = fioIops(fio);
         const latUs = (fio.jobs?.[0]?.read?.clat_ns?.mean ?? Number.NaN) / 1000;
         data[b] ??= {};
-        data[b][c] ??= { iops: [], latUs: [] };
+        data[b][c] ??= { iops: [], latUs: [], irqPerIo: [] };
         data[b][c].iops.push(iops);
         data[b][c].latUs.push(latUs);
+        // interrupts the guest took per request (the ramp's requests are not in iops: estimate
+        // the requests of the whole fio run as iops x (runtime + ramp))
+        const irqs = r.sections[`irq-${c}`]?.json?.irqs;
+        if (typeof irqs === "number" && iops > 0)
+          data[b][c].irqPerIo.push(irqs / (iops * (o.runtime + o.ramp)));
         line.push(`${c}: ${iops.toFixed(0)}`);
       }
       console.log(
@@ -171,6 +176,23 @@ async function main() {
   console.log(fmt(header));
   console.log(`| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`);
   for (const r of rows) console.log(fmt(r));
+  // Guest interrupts per request: under TCG every interrupt runs the guest's handler emulated.
+  const irqRows = o.configs.map((c) => [
+    c,
+    ...o.backends.map((b) => {
+      const m = median(data[b]?.[c]?.irqPerIo ?? []);
+      return Number.isNaN(m) ? "-" : m.toFixed(2);
+    }),
+  ]);
+  const irqHeader = ["config", ...o.backends.map((b) => `${b} irq/IO`)];
+  const iw = irqHeader.map((h, i) => Math.max(h.length, ...irqRows.map((r) => String(r[i]).length)));
+  const ifmt = (r) => `| ${r.map((v, i) => String(v).padEnd(iw[i])).join(" | ")} |`;
+  console.log(
+    `\nguest interrupts per request (median; request-queue interrupts / (IOPS x (runtime + ramp)))`,
+  );
+  console.log(ifmt(irqHeader));
+  console.log(`| ${iw.map((w) => "-".repeat(w)).join(" | ")} |`);
+  for (const r of irqRows) console.log(ifmt(r));
   if (failures.length) console.log(`\n${failures.length} failed runs:\n${failures.join("\n")}`);
   if (o.json) {
     writeFileSync(o.json, JSON.stringify({ accel, engine, options: o, data }, null, 2));
