@@ -47,12 +47,13 @@ function mappingJson(v: string): IOThreadVirtqueueMapping[] {
   return parsed as IOThreadVirtqueueMapping[];
 }
 
-function cpuMap(v: string): Record<string, number[]> {
-  // "iothread0=0;iothread1=1,2"
+function cpuMap(v: string): Record<string, number[]> | "auto" {
+  // "auto" | "iothread0=0;iothread1=1,2"
+  if (v.trim() === "auto") return "auto";
   const out: Record<string, number[]> = {};
   for (const part of v.split(";").filter((p) => p.trim() !== "")) {
     const [name, cpus] = part.split("=");
-    if (!name || !cpus) throw new InvalidArgumentError('expected "iothread0=0;iothread1=1,2"');
+    if (!name || !cpus) throw new InvalidArgumentError('expected "auto" or "iothread0=0;iothread1=1,2"');
     out[name.trim()] = cpus.split(",").map((c) => int("cpu", 0, 4095)(c));
   }
   return out;
@@ -107,7 +108,11 @@ export async function main(argv: string[], io: CliIo = defaultIo()): Promise<Run
     .option("--readonly", "export read-only (VIRTIO_BLK_F_RO)", false)
     .option("--serial <s>", "GET_ID answer, at most 20 bytes", "vblk")
     .option("--poll-max-ns <ns>", "IOThread adaptive polling cap (0 disables)", int("--poll-max-ns", 0))
-    .option("--iothread-cpus <map>", 'pin IOThreads, e.g. "iothread0=0;iothread1=1"', cpuMap)
+    .option(
+      "--iothread-cpus <map>",
+      'pin IOThreads, e.g. "iothread0=0;iothread1=1", or "auto": on the CPUs that take the image\'s disk interrupts',
+      cpuMap,
+    )
     .option("--stats-file <file>", "write per-IOThread and per-queue counters here as JSON at exit")
     .option("--debug", "log every vhost-user message", false)
     .option("--print-capabilities", "print the vhost-user back-end capabilities as JSON and exit", false)
@@ -134,7 +139,9 @@ export async function main(argv: string[], io: CliIo = defaultIo()): Promise<Run
         readOnly: o.readonly === true,
         serial: String(o.serial),
         ...(o.pollMaxNs !== undefined ? { pollMaxNs: o.pollMaxNs as number } : {}),
-        ...(o.iothreadCpus !== undefined ? { iothreadCpus: o.iothreadCpus as Record<string, number[]> } : {}),
+        ...(o.iothreadCpus !== undefined
+          ? { iothreadCpus: o.iothreadCpus as Record<string, number[]> | "auto" }
+          : {}),
         debug: o.debug === true,
         log,
       };

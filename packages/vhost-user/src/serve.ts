@@ -4,7 +4,7 @@
  * per-IOThread / per-queue counters when the server stops.
  */
 import { writeFileSync } from "node:fs";
-import { nativeAvailable, nativeLoadError, probeEngines } from "@vblk/backend-libaio";
+import { diskIrqCpus, nativeAvailable, nativeLoadError, probeEngines } from "@vblk/backend-libaio";
 import { GuestMemory } from "@vblk/core";
 import {
   assertEngineName,
@@ -31,7 +31,13 @@ export interface ServeOptions {
   serial?: string;
   pollMaxNs?: number;
   cache?: "none" | "writeback";
-  iothreadCpus?: Record<string, number[]>;
+  /**
+   * Pin IOThreads: a CPU list per IOThread name, or "auto": every IOThread on
+   * the CPUs that take the image's disk interrupts (they sleep until a
+   * completion wakes them there; docs/BENCHMARKS.md, "Polling and the disk's
+   * IRQ"), unpinned when those are not a subset of the CPUs.
+   */
+  iothreadCpus?: Record<string, number[]> | "auto";
   debug?: boolean;
   log?: (msg: string) => void;
 }
@@ -85,9 +91,34 @@ export function checkServeEngine(engine: EngineName, image: string | undefined):
   }
 }
 
+/** What --iothread-cpus=auto resolves to for this image: the CPUs, and a line for the log. */
+export function autoIothreadCpus(
+  engine: EngineName,
+  image: string | undefined,
+): { cpus: number[] | undefined; note: string } {
+  if (engine === "null" || engine === "memory" || image === undefined)
+    return { cpus: undefined, note: "IOThreads unpinned (auto: no disk)" };
+  const irq = diskIrqCpus(image);
+  if (irq === undefined || irq.cpus.length === 0 || irq.cpus.length >= irq.online.length)
+    return {
+      cpus: undefined,
+      note: "IOThreads unpinned (auto: the disk's interrupts are not on a CPU subset)",
+    };
+  return {
+    cpus: irq.cpus,
+    note: `IOThreads on CPU ${irq.cpus.join(",")} (auto: ${irq.disk}'s IRQ ${irq.irqs.join(",")})`,
+  };
+}
+
 export async function createServeDevice(o: ServeOptions): Promise<VirtioBlkDevice> {
   const engine = o.engine ?? "auto";
   checkServeEngine(engine, o.image);
+  let pin: Record<string, number[]> | number[] | undefined;
+  if (o.iothreadCpus === "auto") {
+    const a = autoIothreadCpus(engine, o.image);
+    pin = a.cpus;
+    o.log?.(a.note);
+  } else pin = o.iothreadCpus;
   return VirtioBlkDevice.create({
     // Placeholder: the front-end's memory replaces it (SET_MEM_TABLE) before any queue starts.
     memory: new GuestMemory([{ gpa: 0, size: 4096, buffer: new SharedArrayBuffer(4096) }]),
@@ -102,7 +133,7 @@ export async function createServeDevice(o: ServeOptions): Promise<VirtioBlkDevic
     serial: o.serial ?? "vblk",
     ...(o.pollMaxNs !== undefined ? { pollMaxNs: o.pollMaxNs } : {}),
     ...(o.cache !== undefined ? { cache: o.cache } : {}),
-    ...(o.iothreadCpus !== undefined ? { iothreadCpus: o.iothreadCpus } : {}),
+    ...(pin !== undefined ? { iothreadCpus: pin } : {}),
     useEventfd: true,
   });
 }

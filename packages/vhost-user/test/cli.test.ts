@@ -2,14 +2,14 @@
 // full run (a front-end does I/O on 2 queues over 2 IOThreads, SIGTERM, the
 // counters on stderr and in --stats-file, the socket file removed).
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { nativeAvailable } from "@vblk/backend-libaio";
 import { BlkStatus } from "@vblk/core";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { ServeStats } from "../dist/index.js";
+import { autoIothreadCpus, type ServeStats } from "../dist/index.js";
 import { closeQueueFds, setupQueues, sharedGuestRam, TestFrontend, waitFor } from "./frontend.js";
 
 const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
@@ -119,5 +119,76 @@ describe.skipIf(!native)("vblk serve: a run", () => {
     for (const t of s.iothreads) expect(t.busyNs).toBeGreaterThan(0);
     expect(s.queues.map((q) => q.requests)).toEqual([10, 10]);
     expect(existsSync(socket)).toBe(false);
+  });
+});
+
+/** Cpus_allowed_list of every thread of a process. */
+function threadCpuLists(pid: number): string[] {
+  const out: string[] = [];
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const st = readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8");
+      const m = /^Cpus_allowed_list:\s*(\S+)/m.exec(st);
+      if (m) out.push(m[1]!);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
+describe.skipIf(!native)("vblk serve --iothread-cpus auto", () => {
+  it("puts the IOThreads on the CPUs of the image's disk interrupts (or says why not) and serves", async () => {
+    const image = join(dir, "disk.img");
+    writeFileSync(image, Buffer.alloc(16 << 20));
+    const expected = autoIothreadCpus("auto", image);
+    const socket = join(dir, "vu.sock");
+    child = spawn(
+      process.execPath,
+      [
+        CLI,
+        "serve",
+        ...["--socket", socket, "--image", image, "--num-queues", "2", "--iothreads", "2"],
+        ...["--iothread-cpus", "auto"],
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let stderr = "";
+    child.stderr!.on("data", (d) => {
+      stderr += d;
+    });
+    const exited = new Promise<number | null>((r) => child!.on("exit", (code) => r(code)));
+    await waitFor(() => existsSync(socket), 20_000, `socket (stderr: ${stderr})`);
+    expect(stderr).toContain(expected.note);
+    const lists = threadCpuLists(child.pid!);
+    if (expected.cpus === undefined) {
+      console.warn(`--iothread-cpus auto left the IOThreads unpinned here: ${expected.note}`);
+      expect(lists.every((l) => l === lists[0])).toBe(true);
+    } else {
+      // two IOThreads, each pinned to the IRQ CPUs; the main thread is not
+      const want = expected.cpus.join(",");
+      expect(lists.filter((l) => l === want).length).toBeGreaterThanOrEqual(2);
+      expect(lists.filter((l) => l !== want).length).toBeGreaterThan(0);
+    }
+    // and it serves
+    const fe = TestFrontend.connect(socket);
+    const ram = sharedGuestRam(8);
+    const { queues } = await setupQueues(fe, ram, { numQueues: 2 });
+    for (const q of queues) {
+      for (let i = 0; i < 4; i++) q.blk.read(i * 8, q.data, 4096);
+      q.kick();
+      for (const c of await q.complete(4)) expect(c.status).toBe(BlkStatus.OK);
+    }
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    await fe.closed;
+    closeQueueFds(queues);
+    ram.close();
+  });
+
+  it("rejects a malformed map, naming both forms", () => {
+    const r = run(["serve", "--socket", join(dir, "s"), "--engine", "null", "--iothread-cpus", "iothread0"]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/--iothread-cpus.*expected "auto" or "iothread0=0;iothread1=1,2"/);
   });
 });
