@@ -31,6 +31,45 @@ function run(args: string[]): { status: number | null; stdout: string; stderr: s
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** `vblk serve ARGS` as a child process, once its socket exists. */
+async function serveProcess(
+  socket: string,
+  args: string[],
+): Promise<{ stderr: () => string; exited: Promise<number | null>; pid: number }> {
+  const c = spawn(process.execPath, [CLI, "serve", "--socket", socket, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child = c;
+  let stderr = "";
+  c.stderr!.on("data", (d) => {
+    stderr += d;
+  });
+  const exited = new Promise<number | null>((r) => c.on("exit", (code) => r(code)));
+  await waitFor(() => existsSync(socket), 20_000, `socket (stderr: ${stderr})`);
+  return { stderr: () => stderr, exited, pid: c.pid! };
+}
+
+/** A front-end reads `n` blocks on each of 2 queues (all OK), then the server gets SIGTERM and exits 0. */
+async function readOnTwoQueuesThenStop(
+  socket: string,
+  server: { exited: Promise<number | null> },
+  n: number,
+): Promise<void> {
+  const fe = TestFrontend.connect(socket);
+  const ram = sharedGuestRam(8);
+  const { queues } = await setupQueues(fe, ram, { numQueues: 2 });
+  for (const q of queues) {
+    for (let i = 0; i < n; i++) q.blk.read(i * 8, q.data, 4096);
+    q.kick();
+    for (const c of await q.complete(n)) expect(c.status).toBe(BlkStatus.OK);
+  }
+  child!.kill("SIGTERM");
+  expect(await server.exited).toBe(0);
+  await fe.closed;
+  closeQueueFds(queues);
+  ram.close();
+}
+
 describe("vblk serve: options", () => {
   it("refuses the threads engine with the reason", () => {
     const r = run(["serve", "--socket", join(dir, "s"), "--image", "/dev/null", "--engine", "threads"]);
@@ -74,35 +113,12 @@ describe.skipIf(!native)("vblk serve: a run", () => {
   it("serves a front-end on 2 queues / 2 IOThreads; SIGTERM prints and writes the counters", async () => {
     const socket = join(dir, "vu.sock");
     const statsFile = join(dir, "stats.json");
-    child = spawn(
-      process.execPath,
-      [
-        CLI,
-        "serve",
-        ...["--socket", socket, "--engine", "null", "--size", "64M", "--num-queues", "2"],
-        ...["--iothread-vq-mapping", '[{"iothread":"io-a"},{"iothread":"io-b"}]', "--stats-file", statsFile],
-      ],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    let stderr = "";
-    child.stderr!.on("data", (d) => {
-      stderr += d;
-    });
-    const exited = new Promise<number | null>((r) => child!.on("exit", (code) => r(code)));
-    await waitFor(() => existsSync(socket), 20_000, `socket (stderr: ${stderr})`);
-    const fe = TestFrontend.connect(socket);
-    const ram = sharedGuestRam(8);
-    const { queues } = await setupQueues(fe, ram, { numQueues: 2 });
-    for (const q of queues) {
-      for (let i = 0; i < 10; i++) q.blk.read(i * 8, q.data, 4096);
-      q.kick();
-      for (const c of await q.complete(10)) expect(c.status).toBe(BlkStatus.OK);
-    }
-    child.kill("SIGTERM");
-    expect(await exited).toBe(0);
-    await fe.closed;
-    closeQueueFds(queues);
-    ram.close();
+    const server = await serveProcess(socket, [
+      ...["--engine", "null", "--size", "64M", "--num-queues", "2"],
+      ...["--iothread-vq-mapping", '[{"iothread":"io-a"},{"iothread":"io-b"}]', "--stats-file", statsFile],
+    ]);
+    await readOnTwoQueuesThenStop(socket, server, 10);
+    const stderr = server.stderr();
     expect(stderr).toMatch(/SIGTERM: stopping/);
     expect(stderr).toMatch(/VBLK-STATS \{/);
     expect(stderr).toMatch(/io-a\s+0\s+10/);
@@ -143,24 +159,11 @@ describe.skipIf(!native)("vblk serve --iothread-cpus auto", () => {
     writeFileSync(image, Buffer.alloc(16 << 20));
     const expected = autoIothreadCpus("auto", image);
     const socket = join(dir, "vu.sock");
-    child = spawn(
-      process.execPath,
-      [
-        CLI,
-        "serve",
-        ...["--socket", socket, "--image", image, "--num-queues", "2", "--iothreads", "2"],
-        ...["--iothread-cpus", "auto"],
-      ],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    let stderr = "";
-    child.stderr!.on("data", (d) => {
-      stderr += d;
-    });
-    const exited = new Promise<number | null>((r) => child!.on("exit", (code) => r(code)));
-    await waitFor(() => existsSync(socket), 20_000, `socket (stderr: ${stderr})`);
-    expect(stderr).toContain(expected.note);
-    const lists = threadCpuLists(child.pid!);
+    const server = await serveProcess(socket, [
+      ...["--image", image, "--num-queues", "2", "--iothreads", "2", "--iothread-cpus", "auto"],
+    ]);
+    expect(server.stderr()).toContain(expected.note);
+    const lists = threadCpuLists(server.pid);
     if (expected.cpus === undefined) {
       console.warn(`--iothread-cpus auto left the IOThreads unpinned here: ${expected.note}`);
       expect(lists.every((l) => l === lists[0])).toBe(true);
@@ -171,19 +174,7 @@ describe.skipIf(!native)("vblk serve --iothread-cpus auto", () => {
       expect(lists.filter((l) => l !== want).length).toBeGreaterThan(0);
     }
     // and it serves
-    const fe = TestFrontend.connect(socket);
-    const ram = sharedGuestRam(8);
-    const { queues } = await setupQueues(fe, ram, { numQueues: 2 });
-    for (const q of queues) {
-      for (let i = 0; i < 4; i++) q.blk.read(i * 8, q.data, 4096);
-      q.kick();
-      for (const c of await q.complete(4)) expect(c.status).toBe(BlkStatus.OK);
-    }
-    child.kill("SIGTERM");
-    expect(await exited).toBe(0);
-    await fe.closed;
-    closeQueueFds(queues);
-    ram.close();
+    await readOnTwoQueuesThenStop(socket, server, 4);
   });
 
   it("rejects a malformed map, naming both forms", () => {
