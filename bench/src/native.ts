@@ -7,7 +7,7 @@
 import {
   allocGuestMemory,
   closeFd,
-  diskIrqCpus,
+  irqAutoPlacement,
   nativeAvailable,
   nativeLoadError,
   probeEngines,
@@ -93,18 +93,12 @@ export function placeThreads(
       jobCpus: jobs,
       note: `IOThreads unpinned (auto: no native engine), ${jobText}`,
     };
-  const irq = diskIrqCpus(path);
-  if (irq === undefined)
-    return {
-      iothreadCpus: undefined,
-      jobCpus: jobs,
-      note: `IOThreads unpinned (auto: the disk's interrupts are not on a CPU subset), ${jobText}`,
-    };
-  const rest = irq.online.filter((c) => !irq.cpus.includes(c));
-  const jobCpus = jobs ?? rest;
+  const { irq, note } = irqAutoPlacement(path);
+  if (irq === undefined) return { iothreadCpus: undefined, jobCpus: jobs, note: `${note}, ${jobText}` };
+  const jobCpus = jobs ?? irq.online.filter((c) => !irq.cpus.includes(c));
   return {
     iothreadCpus: irq.cpus,
     jobCpus,
-    note: `IOThreads on CPU ${irq.cpus.join(",")} (auto: ${irq.disk}'s IRQ ${irq.irqs.join(",")}), jobs on CPU ${jobCpus.join(",")}${jobs ? " (--cpus_allowed)" : ""}`,
+    note: `${note}, jobs on CPU ${jobCpus.join(",")}${jobs ? " (--cpus_allowed)" : ""}`,
   };
 }

@@ -12,7 +12,7 @@ export type { EngineKind, NativeEngineOptions, NativeEngineStats } from "./engin
 export { NativeEngine } from "./engine.js";
 export { closeFd, eventfd, eventfdRead, eventfdWrite } from "./fd.js";
 export type { DiskIrqInfo, IrqLookupRoots } from "./irq-affinity.js";
-export { devToMajMin, diskIrqCpus, parseKernelCpuList } from "./irq-affinity.js";
+export { devToMajMin, diskIrqCpus, irqAutoPlacement, parseKernelCpuList } from "./irq-affinity.js";
 export type { GuestMemoryAllocation } from "./memory.js";
 export { addressOf, allocGuestMemory, mapFd, pageSize } from "./memory.js";
 export { nativeAvailable, nativeLoadError } from "./native.js";

@@ -114,6 +114,18 @@ function resolveBlockDir(sys: string, majMin: string, depth: number): string | u
   return dir;
 }
 
+/**
+ * The "auto" IOThread placement for a device serving `path` (vblk-bench and
+ * `vblk serve --iothread-cpus auto`): its disk's interrupt CPUs, or none,
+ * with the line both print.
+ */
+export function irqAutoPlacement(path: string): { irq: DiskIrqInfo | undefined; note: string } {
+  const irq = diskIrqCpus(path);
+  return irq === undefined
+    ? { irq, note: "IOThreads unpinned (auto: the disk's interrupts are not on a CPU subset)" }
+    : { irq, note: `IOThreads on CPU ${irq.cpus.join(",")} (auto: ${irq.disk}'s IRQ ${irq.irqs.join(",")})` };
+}
+
 /** Where `path`'s disk interrupts are delivered; see the module comment. */
 export function diskIrqCpus(path: string, roots: IrqLookupRoots = {}): DiskIrqInfo | undefined {
   const sys = roots.sys ?? "/sys";

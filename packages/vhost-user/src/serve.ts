@@ -4,7 +4,7 @@
  * per-IOThread / per-queue counters when the server stops.
  */
 import { writeFileSync } from "node:fs";
-import { diskIrqCpus, nativeAvailable, nativeLoadError, probeEngines } from "@vblk/backend-libaio";
+import { irqAutoPlacement, nativeAvailable, nativeLoadError, probeEngines } from "@vblk/backend-libaio";
 import { GuestMemory } from "@vblk/core";
 import {
   assertEngineName,
@@ -98,16 +98,8 @@ export function autoIothreadCpus(
 ): { cpus: number[] | undefined; note: string } {
   if (engine === "null" || engine === "memory" || image === undefined)
     return { cpus: undefined, note: "IOThreads unpinned (auto: no disk)" };
-  const irq = diskIrqCpus(image);
-  if (irq === undefined || irq.cpus.length === 0 || irq.cpus.length >= irq.online.length)
-    return {
-      cpus: undefined,
-      note: "IOThreads unpinned (auto: the disk's interrupts are not on a CPU subset)",
-    };
-  return {
-    cpus: irq.cpus,
-    note: `IOThreads on CPU ${irq.cpus.join(",")} (auto: ${irq.disk}'s IRQ ${irq.irqs.join(",")})`,
-  };
+  const { irq, note } = irqAutoPlacement(image);
+  return { cpus: irq?.cpus, note };
 }
 
 export async function createServeDevice(o: ServeOptions): Promise<VirtioBlkDevice> {
