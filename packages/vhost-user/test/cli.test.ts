@@ -44,8 +44,11 @@ async function serveProcess(
   c.stderr!.on("data", (d) => {
     stderr += d;
   });
-  const exited = new Promise<number | null>((r) => c.on("exit", (code) => r(code)));
-  await waitFor(() => existsSync(socket), 20_000, `socket (stderr: ${stderr})`);
+  // "close", not "exit": stderr may still hold the last lines when the process exits
+  const exited = new Promise<number | null>((r) => c.on("close", (code) => r(code)));
+  // The socket file appears at bind(), before listen(): wait for the line serve logs after listen().
+  await waitFor(() => stderr.includes("] serving "), 20_000, `listening (stderr: ${stderr})`);
+  expect(existsSync(socket)).toBe(true);
   return { stderr: () => stderr, exited, pid: c.pid! };
 }
 
