@@ -238,12 +238,22 @@ describe("VirtioBlkDevice with IOThreads", () => {
     expect(Date.now() - c0).toBeLessThan(20_000);
   });
 
-  it("a driver that spins for completions calls its relax hook, then sleeps and times out", async () => {
+  /** A null-engine device with one queue and a driver handle on it, closed afterwards. */
+  async function withDriverHandle(
+    fn: (h: ReturnType<typeof openDriverQueue>, dataGpa: number) => Promise<void> | void,
+  ): Promise<void> {
     const memory = GuestMemory.allocate(MiB);
     const device = await VirtioBlkDevice.create({ memory, engine: "null", sizeBytes: MiB });
     try {
       const conn = await connectDriver(device);
-      const h = openDriverQueue(conn.queues[0]!, memory);
+      await fn(openDriverQueue(conn.queues[0]!, memory), conn.end);
+    } finally {
+      await device.close();
+    }
+  }
+
+  it("a driver that spins for completions calls its relax hook, then sleeps and times out", () =>
+    withDriverHandle((h, data) => {
       let relaxed = 0;
       h.relax = () => relaxed++;
       // nothing submitted: 3 ms of spinning, then a 5 ms sleep that times out
@@ -251,7 +261,7 @@ describe("VirtioBlkDevice with IOThreads", () => {
       expect(relaxed).toBeGreaterThan(0);
       expect(h.sleeps).toBe(1);
       // with a request in flight the spin ends as soon as it completes
-      h.blk.read(0, conn.end, 512, "t");
+      h.blk.read(0, data, 512, "t");
       h.submit();
       expect(h.waitUsed(1_000_000_000, 5_000)).toBe(true);
       expect(h.blk.popCompletion()).toBeGreaterThanOrEqual(0);
@@ -260,7 +270,7 @@ describe("VirtioBlkDevice with IOThreads", () => {
       // the native PAUSE spin (when the addon loaded) waits the same way
       if (nativeAvailable()) {
         h.spinWait = spinWait16;
-        h.blk.read(8, conn.end, 512, "u");
+        h.blk.read(8, data, 512, "u");
         h.submit();
         expect(h.waitUsed(1_000_000_000, 5_000)).toBe(true);
         expect(h.blk.popCompletion()).toBeGreaterThanOrEqual(0);
@@ -269,17 +279,10 @@ describe("VirtioBlkDevice with IOThreads", () => {
         expect(h.waitUsed(2_000_000, 5)).toBe(false); // nothing in flight: spins 2 ms, sleeps, times out
         expect(h.sleeps).toBe(sleeps + 1);
       } else console.warn("[device] native addon not loaded: spinWait16 part SKIPPED");
-    } finally {
-      await device.close();
-    }
-  });
+    }));
 
-  it("a driver's adaptive spin grows after short sleeps and shrinks after long ones (haltpoll's rule)", async () => {
-    const memory = GuestMemory.allocate(MiB);
-    const device = await VirtioBlkDevice.create({ memory, engine: "null", sizeBytes: MiB });
-    try {
-      const conn = await connectDriver(device);
-      const h = openDriverQueue(conn.queues[0]!, memory);
+  it("a driver's adaptive spin grows after short sleeps and shrinks after long ones (haltpoll's rule)", () =>
+    withDriverHandle((h, data) => {
       // off (pollMaxNs 0): the window is exactly waitUsed's pollNs
       expect(h.waitUsed(100_000, 1)).toBe(false);
       expect(h.adaptiveNs).toBe(0);
@@ -304,14 +307,11 @@ describe("VirtioBlkDevice with IOThreads", () => {
       expect(h.waitUsed(100_000, 1)).toBe(false);
       expect(performance.now() - t).toBeGreaterThanOrEqual(3.5);
       // and a completion still ends it at once
-      h.blk.read(0, conn.end, 512, "a");
+      h.blk.read(0, data, 512, "a");
       h.submit();
       expect(h.waitUsed(100_000, 5_000)).toBe(true);
       expect(h.blk.popCompletion()).toBeGreaterThanOrEqual(0);
-    } finally {
-      await device.close();
-    }
-  });
+    }));
 
   it("rejects bad options with messages that name them", async () => {
     const memory = GuestMemory.allocate(MiB);

@@ -29,7 +29,7 @@ import {
   W_GO,
   W_STOP,
 } from "./job-types.js";
-import { type LatHistogram, latRecord, latReset, newLatHistogram } from "./lat-histogram.js";
+import { latRecord, latReset, newLatHistogram } from "./lat-histogram.js";
 import { nativeSpin, pinThread, spinRelax } from "./native.js";
 import { XorShift128 } from "./prng.js";
 import { checkVerifyBlock, fillVerifyBlock } from "./verify.js";
@@ -111,7 +111,7 @@ export default function runJob(task: JobTask): JobResult {
     const h = openDriverQueue(task.desc as DriverQueueDesc);
     h.relax = spinRelax();
     h.pollMaxNs = task.driverPollMaxNs;
-    if (!process.env.VBLK_JS_SPIN) h.spinWait = nativeSpin();
+    h.spinWait = nativeSpin();
     const blk = h.blk;
     const bs = task.bs;
     const sectorsPerByte = 1 / 512;
@@ -396,5 +396,3 @@ export default function runJob(task: JobTask): JobResult {
   }
   return result;
 }
-
-export type { LatHistogram };

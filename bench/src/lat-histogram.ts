@@ -95,10 +95,6 @@ export function latMerge(into: LatHistogram, from: LatHistogram): void {
     into.min = from.min;
     into.max = from.max;
     into.shift = from.shift;
-    into.s1 = from.s1;
-    into.s2 = from.s2;
-    into.count = from.count;
-    return;
   }
   // re-base from's moments on into's shift: v - a = (v - b) + (b - a)
   const k = from.shift - into.shift;

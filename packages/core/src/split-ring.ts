@@ -72,7 +72,7 @@ const TWO_32 = 0x1_0000_0000;
  * a sector per request.
  */
 export function lo32(x: number): number {
-  return x < TWO_32 ? x : x - Math.floor(x / TWO_32) * TWO_32;
+  return x < TWO_32 ? x : x - hi32(x) * TWO_32;
 }
 
 export function hi32(x: number): number {

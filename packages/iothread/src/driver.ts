@@ -163,11 +163,11 @@ export class DriverHandle {
   pollMaxNs = 0;
   /** The current adaptive window (ns); 0 until the first wait. */
   adaptiveNs = 0;
+  /** Its floor: the pollNs of the first adaptive wait. */
   private adaptBase = 0;
 
   /** Adaptive window bookkeeping after a sleep a completion ended (exposed for tests). */
   noteSleep(sleptNs: number): void {
-    if (this.adaptBase === 0) this.adaptBase = this.adaptiveNs;
     if (sleptNs < this.pollMaxNs)
       this.adaptiveNs = Math.min(this.pollMaxNs, Math.max(this.adaptiveNs * 2, 1000));
     else this.adaptiveNs = Math.max(this.adaptBase, this.adaptiveNs / 2);
@@ -205,7 +205,7 @@ export class DriverHandle {
     const q = this.queue;
     if (q.hasUsed()) return true;
     if (this.pollMaxNs > pollNs) {
-      if (this.adaptiveNs === 0) this.adaptiveNs = pollNs;
+      if (this.adaptiveNs === 0) this.adaptiveNs = this.adaptBase = pollNs;
       pollNs = this.adaptiveNs;
     }
     if (pollNs > 0) {
