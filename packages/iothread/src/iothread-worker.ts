@@ -392,6 +392,9 @@ function run(): void {
       cnt[IC.pollNs] = pollNs;
     }
   }
+  // The busy stretch the stop interrupted (busy time is otherwise counted at
+  // each sleep: an IOThread stopped while it polled would report none).
+  cnt[IC.busyNs]! += nowNs() - busyStart;
   // A fault injected while the loop was polling or about to sleep ends the
   // loop through a "not RUN" break above: it must still throw, not stop.
   if (Atomics.load(ctl, CTL_CMD) === Cmd.FAULT) throw new Error("injected fault");
